@@ -1,0 +1,128 @@
+"""The dair-ai/emotion LightningDataModule: load, (augment), tokenize, batch with dynamic padding."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from datasets import DatasetDict
+from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from emotion_lab.data.labels import LABELS
+from emotion_lab.data.sources import load_splits
+from emotion_lab.models.encoder import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class EmotionDataModule(L.LightningDataModule):
+    """Train / validation / test splits of dair-ai/emotion, tokenized for one encoder.
+
+    Batches are padded per batch to their longest sentence (sentences average ~23 word-pieces,
+    so padding to `max_length` would waste most of every matmul). With `group_by_length`, training
+    batches are drawn from length-sorted mega-batches (randomly, reseeded each epoch), and
+    evaluation runs length-sorted: both cut padding further.
+    """
+
+    def __init__(
+        self,
+        tokenizer_name: str,
+        dir: str | None = None,
+        fallback_dirs: Sequence[str] = (),
+        hub_id: str = "dair-ai/emotion",
+        on_bad_line: str = "error",
+        max_length: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int = 128,
+        group_by_length: bool = True,
+        num_workers: int = 0,
+        limit_per_split: int | None = None,
+        augmenter=None,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        if max_length < 8:
+            raise ValueError(f"data.max_length={max_length}: must be at least 8 word-pieces")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(f"data.batch_size={batch_size}, data.eval_batch_size={eval_batch_size}: must be >= 1")
+        # Plain types only: checkpoints must load with torch.load(weights_only=True).
+        fallback_dirs = [str(d) for d in fallback_dirs]
+        self.save_hyperparameters(ignore=["augmenter"], logger=False)
+        self.augmenter = augmenter
+        self.tokenizer = None
+        self.datasets: DatasetDict | None = None
+        self.source: str | None = None
+
+    def prepare_data(self) -> None:
+        # Fail before any training if augmentation needs WordNet and it is missing.
+        if self.augmenter is not None:
+            self.augmenter.check_ready()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets is not None:
+            return
+        hp = self.hparams
+        splits, self.source = load_splits(hp.dir, hp.fallback_dirs, hp.hub_id, hp.on_bad_line)
+        if hp.limit_per_split:
+            splits = DatasetDict({k: v.select(range(min(hp.limit_per_split, len(v)))) for k, v in splits.items()})
+        if self.augmenter is not None:
+            splits["train"] = self.augmenter.augment_dataset(splits["train"])
+        log.info("data from %s: %s", self.source, {k: len(v) for k, v in splits.items()})
+        for example in splits["train"].select(range(min(3, len(splits["train"])))):
+            log.info("train example: %r -> %s", example["text"], LABELS[example["label"]])
+        # Tokenize here, before loaders fork, so the fast tokenizer's thread pool is never forked.
+        self.tokenizer = load_tokenizer(hp.tokenizer_name)
+        self.datasets = splits.map(
+            lambda batch: self.tokenizer(batch["text"], truncation=True, max_length=hp.max_length),
+            batched=True,
+            desc="tokenize",
+        )
+        self.lengths = {split: [len(ids) for ids in data["input_ids"]] for split, data in self.datasets.items()}
+        self.datasets.set_format("torch", columns=["input_ids", "attention_mask", "label"])
+        self.collator = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
+
+    def _collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.collator([{k: f[k] for k in ("input_ids", "attention_mask")} for f in features])
+        batch["labels"] = torch.stack([f["label"] for f in features])
+        return batch
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        data, lengths = self.datasets[split], self.lengths[split]
+        batch_size = self.hparams.batch_size if shuffle else self.hparams.eval_batch_size
+        if shuffle and self.hparams.group_by_length:
+            # One generator per loader: each epoch's permutation advances it, so epochs differ, yet a
+            # fixed seed reproduces the whole sequence of epochs.
+            generator = torch.Generator().manual_seed(self.hparams.seed)
+            sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+        elif shuffle:
+            sampler = torch.utils.data.RandomSampler(data)
+        else:
+            # Order does not change evaluation metrics, and sorted batches carry almost no padding.
+            sampler = sorted(range(len(data)), key=lengths.__getitem__)
+        return DataLoader(
+            data,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=self._collate,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Training-split count per label id (for inverse-frequency loss weights)."""
+        counts = torch.bincount(torch.as_tensor(self.datasets["train"].with_format(None)["label"]), minlength=len(LABELS))
+        return counts.tolist()

@@ -1,0 +1,58 @@
+"""Re-test a trained checkpoint on the test split.
+
+    python -m emotion_lab.evaluate ckpt_path=outputs/cpu_fast/runs/<time>/checkpoints/last.ckpt
+    python -m emotion_lab.evaluate ckpt_path=... data.dir=/other/emotion
+
+The network is rebuilt from the checkpoint alone (it stores its own config; nothing is unpickled),
+so no training config is needed. Writes test_report.txt, test_report.json and metrics.json into
+outputs/evaluate/runs/<time>/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, open_dict
+
+from emotion_lab.callbacks import TestReport
+from emotion_lab.config import CONFIG_DIR
+from emotion_lab.models.classifier import load_classifier
+from emotion_lab.utils import instantiate_loggers, metrics_to_floats
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    model = load_classifier(cfg.ckpt_path)
+    with open_dict(cfg):
+        cfg.data.tokenizer_name = cfg.data.tokenizer_name or model.hparams.net["encoder_name"]
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, logger=instantiate_loggers(cfg.get("logger")), callbacks=[TestReport(str(output_dir))]
+    )
+    trainer.test(model, datamodule=datamodule)
+    metrics = metrics_to_floats(trainer.callback_metrics)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps({"ckpt_path": str(cfg.ckpt_path), **dict(sorted(metrics.items()))}, indent=2))
+    log.info("test: weighted F1 %.4f, macro F1 %.4f (%s)", metrics["test/f1_weighted"], metrics["test/f1_macro"],
+             output_dir / "test_report.txt")
+    return metrics, {"model": model, "datamodule": datamodule, "trainer": trainer}
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

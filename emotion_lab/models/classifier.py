@@ -1,0 +1,168 @@
+"""The LightningModule: wires an injected network to the loss, optimiser, schedule and metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+from torchmetrics.wrappers import ClasswiseWrapper
+from transformers import get_scheduler
+
+from emotion_lab.data.labels import ID2LABEL, LABELS, NUM_CLASSES
+from emotion_lab.losses import build_loss
+
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+def stage_metrics(stage: str) -> MetricCollection:
+    """Epoch-level metrics for one stage, accumulated over all its batches by torchmetrics."""
+    labels = list(LABELS)
+    return MetricCollection(
+        {
+            f"{stage}/acc": MulticlassAccuracy(NUM_CLASSES, average="micro"),
+            f"{stage}/f1_weighted": MulticlassF1Score(NUM_CLASSES, average="weighted"),
+            f"{stage}/f1_macro": MulticlassF1Score(NUM_CLASSES, average="macro"),
+            # One scalar per class in its own TensorBoard group, e.g. val_f1/love.
+            f"{stage}_f1": ClasswiseWrapper(MulticlassF1Score(NUM_CLASSES, average=None), labels, prefix=f"{stage}_f1/"),
+            f"{stage}_precision": ClasswiseWrapper(
+                MulticlassPrecision(NUM_CLASSES, average=None), labels, prefix=f"{stage}_precision/"
+            ),
+            f"{stage}_recall": ClasswiseWrapper(
+                MulticlassRecall(NUM_CLASSES, average=None), labels, prefix=f"{stage}_recall/"
+            ),
+        },
+        compute_groups=False,
+    )
+
+
+class EmotionClassifier(L.LightningModule):
+    """Trains any `EmotionNet`.
+
+    `loss`, `optimizer` and `scheduler` are plain dicts (they are stored in the checkpoint and shown
+    in TensorBoard's hparams view); the loss is built in `setup` because inverse-frequency weights
+    need the training split. The network's own `config` goes into the checkpoint too, so
+    `load_classifier(path)` rebuilds everything without Hydra.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: dict | None = None,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        loss = dict(loss or {"name": "focal", "gamma": 2.0})
+        optimizer = {"lr": 1e-3, "encoder_lr": 5e-5, "weight_decay": 0.01, **(optimizer or {})}
+        scheduler = {"name": "linear", "warmup_ratio": 0.06, **(scheduler or {})}
+        if scheduler["name"] not in SCHEDULES:
+            raise ValueError(f"model.scheduler.name={scheduler['name']!r}: allowed values are {SCHEDULES}")
+        if not 0.0 <= scheduler["warmup_ratio"] < 1.0:
+            raise ValueError(f"model.scheduler.warmup_ratio={scheduler['warmup_ratio']}: must be in [0, 1)")
+        # Build once now so a bad loss option fails before training (alpha needing counts is rebuilt in setup).
+        self.loss_fn = build_loss(**{**loss, "alpha": None})
+        self.save_hyperparameters({"loss": loss, "optimizer": optimizer, "scheduler": scheduler,
+                                   "net": dict(getattr(net, "config", {}))})
+        self.train_loss = MeanMetric()
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        self.val_metrics = stage_metrics("val")
+        self.test_metrics = stage_metrics("test")
+        self.val_f1_best = MaxMetric()
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.loss.get("alpha") not in (None, "none"):
+            datamodule = getattr(self.trainer, "datamodule", None)
+            self.loss_fn = build_loss(**self.hparams.loss, class_counts=getattr(datamodule, "class_counts", None))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.net(input_ids, attention_mask)
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        return self.loss_fn(logits, batch["labels"]), logits
+
+    def on_train_start(self) -> None:
+        # Lightning's sanity check runs validation first: drop what it accumulated.
+        self.val_loss.reset()
+        self.val_metrics.reset()
+        self.val_f1_best.reset()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self._step(batch)
+        self.train_loss(loss)
+        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch["labels"].numel())
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, logits = self._step(batch)
+        self.val_loss(loss, weight=batch["labels"].numel())
+        self.val_metrics.update(logits, batch["labels"])
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.val_f1_best(metrics["val/f1_weighted"])
+        self.log("val/loss", self.val_loss, prog_bar=True)
+        self.log_dict(metrics, prog_bar=False)
+        self.log("val/f1_weighted_best", self.val_f1_best.compute(), prog_bar=True)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        loss, logits = self._step(batch)
+        self.test_loss(loss, weight=batch["labels"].numel())
+        self.test_metrics.update(logits, batch["labels"])
+        return {"preds": logits.argmax(-1), "targets": batch["labels"]}
+
+    def on_test_epoch_end(self) -> None:
+        metrics = self.test_metrics.compute()
+        self.test_metrics.reset()
+        self.log("test/loss", self.test_loss)
+        self.log_dict(metrics)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = self.hparams.optimizer
+        groups = [{"params": self.net.head_parameters(), "lr": opt["lr"]}]
+        encoder_params = self.net.encoder_parameters()
+        if encoder_params:
+            groups.append({"params": encoder_params, "lr": opt["encoder_lr"]})
+        optimizer = torch.optim.AdamW(groups, weight_decay=opt["weight_decay"])
+        sched = self.hparams.scheduler
+        total = self.trainer.estimated_stepping_batches
+        schedule = get_scheduler(
+            sched["name"], optimizer, num_warmup_steps=int(sched["warmup_ratio"] * total), num_training_steps=total
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["id2label"] = dict(ID2LABEL)
+
+
+def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> EmotionClassifier:
+    """Rebuild a classifier from a Lightning checkpoint alone (no Hydra composition, no unpickling)."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={str(ckpt_path)!r}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: not a readable emotion_lab checkpoint ({type(err).__name__}: {err})") from None
+    hparams = checkpoint.get("hyper_parameters", {})
+    if "net" not in hparams or "_target_" not in hparams.get("net", {}):
+        raise ValueError(f"{path}: a Lightning checkpoint without an emotion_lab network config (hyper_parameters.net)")
+    net = hydra.utils.instantiate({**hparams["net"], "pretrained": False})
+    model = EmotionClassifier(net, loss=hparams.get("loss"), optimizer=hparams.get("optimizer"),
+                              scheduler=hparams.get("scheduler"))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()

@@ -1,0 +1,84 @@
+"""Train, validate and test an emotion classifier.
+
+    python -m emotion_lab.train                                   # defaults: hybrid, focal loss
+    python -m emotion_lab.train experiment=cpu_fast               # the ~15-minute CPU recipe
+    python -m emotion_lab.train model/net=encoder_linear loss=ce  # the plain fine-tune
+    python -m emotion_lab.train -m model.net.lstm_hidden=128,256 model.net.attn_heads=2,4
+    python -m emotion_lab.train debug=fdr                         # one batch of each stage
+
+Each run writes into outputs/<task_name>/runs/<time>/: .hydra/ (composed config), checkpoints/,
+tensorboard/, test_report.txt, test_report.json and metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from emotion_lab.config import CONFIG_DIR
+from emotion_lab.utils import instantiate_callbacks, instantiate_loggers, log_hyperparameters, metrics_to_floats
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Seed, build, fit, then test the best checkpoint. Returns (metrics, objects)."""
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+
+    log.info("data: %s", cfg.data._target_)
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    log.info("model: %s with net %s", cfg.model._target_, cfg.model.net._target_)
+    model: L.LightningModule = hydra.utils.instantiate(cfg.model)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+
+    timings: dict[str, float] = {}
+    if cfg.get("train"):
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        timings["train_seconds"] = time.perf_counter() - start
+    fit_metrics = metrics_to_floats(trainer.callback_metrics)
+
+    if cfg.get("test"):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not best:
+            log.warning("no best checkpoint (fast_dev_run or no checkpoint callback): testing the current weights")
+        start = time.perf_counter()
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        timings["test_seconds"] = time.perf_counter() - start
+        log.info("best checkpoint: %s", best or "(current weights)")
+
+    metrics = {**fit_metrics, **metrics_to_floats(trainer.callback_metrics), **timings}
+    log_hyperparameters(cfg, model, trainer, metrics)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(dict(sorted(metrics.items())), indent=2))
+    if "test/f1_weighted" in metrics:
+        log.info("test: weighted F1 %.4f, macro F1 %.4f, accuracy %.4f", metrics["test/f1_weighted"],
+                 metrics["test/f1_macro"], metrics["test/acc"])
+        log.info("report: %s", output_dir / "test_report.txt")
+    return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics, _ = train(cfg)
+    value = metrics.get(cfg.get("optimized_metric"))
+    # A sweeper needs a finite objective: a diverged trial scores the worst possible F1.
+    return None if value is None else (value if math.isfinite(value) else 0.0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Small helpers the entry points share: building callbacks and loggers, logging hyperparameters."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_callbacks(cfg: DictConfig | None) -> list[L.Callback]:
+    """Every entry of the `callbacks` group that has a `_target_` (a null entry switches one off)."""
+    return [hydra.utils.instantiate(c) for c in (cfg or {}).values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
+    return [hydra.utils.instantiate(c) for c in (cfg or {}).values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def metrics_to_floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}/{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+
+def log_hyperparameters(cfg: DictConfig, model: L.LightningModule, trainer: L.Trainer, metrics: dict[str, float]) -> None:
+    """Send the run's settings with its final metrics to TensorBoard's hparams view."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    params: dict[str, Any] = {}
+    for section in ("model", "data", "loss", "trainer"):
+        _flatten(section, config.get(section, {}), params)
+    params = {k: v for k, v in params.items() if not k.endswith("_target_") and v is not None}
+    params["seed"] = cfg.get("seed")
+    params["params/total"] = sum(p.numel() for p in model.parameters())
+    params["params/trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    hp_metrics = {k: v for k, v in metrics.items() if k.startswith(("test/", "val/"))}
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, metrics=hp_metrics)
+        else:
+            logger.log_hyperparams(params)

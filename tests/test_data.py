@@ -1,0 +1,110 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from emotion_lab.data import EmotionDataModule, LABELS
+from emotion_lab.data.sources import DATA_DIR_ENV, DataFormatError, load_splits, read_split_file, resolve_data_dir
+from tests.conftest import write_split_files
+
+
+def test_label_ids_are_the_hub_order():
+    assert LABELS == ("sadness", "joy", "love", "anger", "fear", "surprise")
+
+
+def test_read_split_file_maps_labels_and_keeps_semicolons_in_text(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text("i feel sad;sadness\ni love you; truly;love\n\ni am so angry ;anger\n")
+    result = read_split_file(path)
+    assert result.texts == ["i feel sad", "i love you; truly", "i am so angry"]
+    assert result.labels == [0, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [("i feel sad sadness", "no ';'"), ("i feel sad;melancholy", "unknown label 'melancholy'"), (" ;joy", "empty text")],
+)
+def test_bad_line_names_file_and_line(tmp_path, line, problem):
+    path = tmp_path / "val.txt"
+    path.write_text(f"i feel fine;joy\n{line}\n")
+    with pytest.raises(DataFormatError, match=rf"val.txt:2: {problem}"):
+        read_split_file(path)
+    skipped = read_split_file(path, on_bad_line="skip")
+    assert skipped.labels == [1] and len(skipped.skipped) == 1 and "val.txt:2" in skipped.skipped[0]
+
+
+def test_invalid_utf8_is_a_clear_error(tmp_path):
+    path = tmp_path / "test.txt"
+    path.write_bytes(b"i feel \xff;joy\n")
+    with pytest.raises(DataFormatError, match="not valid UTF-8"):
+        read_split_file(path)
+
+
+def test_explicit_missing_dir_is_an_error_not_a_hub_fallback(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data.dir"):
+        resolve_data_dir(tmp_path / "nope")
+
+
+def test_env_var_then_fallback_dirs(tmp_path, monkeypatch, data_dir):
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    assert resolve_data_dir(None, [tmp_path / "empty", data_dir]) == data_dir.resolve()
+    other = write_split_files(tmp_path / "other", (6, 6, 6))
+    monkeypatch.setenv(DATA_DIR_ENV, str(other))
+    assert resolve_data_dir(None, [data_dir]) == other
+
+
+def test_offline_without_local_copy_says_what_to_set(monkeypatch, tmp_path):
+    import datasets
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("offline")
+
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    with pytest.raises(RuntimeError, match=rf"data.dir=.*{DATA_DIR_ENV}"):
+        load_splits(None, [tmp_path / "nothing-here"])
+
+
+@pytest.fixture
+def datamodule(data_dir, tiny_encoder):
+    dm = EmotionDataModule(tiny_encoder, dir=str(data_dir), batch_size=8, eval_batch_size=5)
+    dm.setup()
+    return dm
+
+
+def test_datamodule_splits_and_labels(datamodule):
+    assert {k: len(v) for k, v in datamodule.datasets.items()} == {"train": 60, "validation": 24, "test": 24}
+    labels = datamodule.datasets["train"].with_format(None)["label"]
+    # The synthetic files cycle through the labels in id order.
+    assert labels[:6] == [0, 1, 2, 3, 4, 5]
+    assert datamodule.class_counts == [10] * 6
+
+
+def test_batches_are_padded_per_batch_with_a_matching_mask(datamodule):
+    pad_id = datamodule.tokenizer.pad_token_id
+    for batch in datamodule.val_dataloader():
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        lengths = mask.sum(1)
+        assert ids.shape[1] == lengths.max()  # padded to the longest in this batch, not max_length
+        assert (ids[mask == 0] == pad_id).all()
+        assert mask[torch.arange(len(ids)), lengths - 1].all()  # right padding: real tokens first
+
+
+@pytest.mark.parametrize("split", ["train", "validation", "test"])
+def test_every_example_is_seen_exactly_once_per_epoch(datamodule, split):
+    loader = {"train": datamodule.train_dataloader, "validation": datamodule.val_dataloader,
+              "test": datamodule.test_dataloader}[split]()
+    labels = torch.cat([b["labels"] for b in loader])
+    assert sorted(labels.tolist()) == sorted(datamodule.datasets[split].with_format(None)["label"])
+
+
+def test_training_order_is_seeded_and_changes_between_epochs(data_dir, tiny_encoder):
+    def epoch_orders(seed):
+        dm = EmotionDataModule(tiny_encoder, dir=str(data_dir), batch_size=8, seed=seed)
+        dm.setup()
+        loader = dm.train_dataloader()
+        return [torch.cat([b["input_ids"].sum(1) for b in loader]).tolist() for _ in range(2)]
+
+    first, second = epoch_orders(1)
+    assert first != second
+    assert epoch_orders(1) == [first, second]

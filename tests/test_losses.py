@@ -1,0 +1,62 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from emotion_lab.losses import FocalLoss, build_loss, class_weights
+
+
+@pytest.fixture
+def batch():
+    torch.manual_seed(0)
+    return torch.randn(64, 6) * 3, torch.randint(0, 6, (64,))
+
+
+def test_focal_at_gamma_zero_is_cross_entropy(batch):
+    logits, target = batch
+    assert torch.allclose(FocalLoss(gamma=0.0)(logits, target), F.cross_entropy(logits, target), atol=1e-6)
+    assert torch.allclose(build_loss("ce")(logits, target), F.cross_entropy(logits, target), atol=1e-6)
+
+
+def test_focal_matches_its_definition(batch):
+    logits, target = batch
+    p = logits.softmax(-1)[torch.arange(len(target)), target]
+    alpha = torch.tensor([0.5, 1.0, 2.0, 1.5, 1.0, 3.0])
+    expected = (-alpha[target] * (1 - p) ** 2 * p.log()).mean()
+    got = FocalLoss(gamma=2.0, alpha=alpha)(logits, target)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_focal_downweights_easy_examples():
+    target = torch.tensor([0])
+    easy, hard = torch.tensor([[5.0, 0, 0, 0, 0, 0]]), torch.tensor([[0.0, 2, 0, 0, 0, 0]])
+    focal, ce = FocalLoss(gamma=2.0), FocalLoss(gamma=0.0)
+    assert focal(easy, target) / ce(easy, target) < focal(hard, target) / ce(hard, target)
+
+
+def test_label_smoothing_at_gamma_zero_matches_torch(batch):
+    logits, target = batch
+    expected = F.cross_entropy(logits, target, label_smoothing=0.1)
+    assert torch.allclose(FocalLoss(gamma=0.0, label_smoothing=0.1)(logits, target), expected, atol=1e-6)
+
+
+def test_inverse_frequency_weights_favour_rare_classes():
+    weights = class_weights("inverse_frequency", [400, 100, 100, 100, 100, 10])
+    assert weights[5] > weights[1] > weights[0]
+    # Averaged over the training examples the weights are 1: the loss keeps its scale.
+    counts = torch.tensor([400.0, 100, 100, 100, 100, 10])
+    assert torch.allclose((weights * counts).sum() / counts.sum(), torch.tensor(1.0))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"alpha": "balanced"}, "allowed values"),
+        ({"alpha": [1.0, 2.0]}, "6 non-negative floats"),
+        ({"alpha": "inverse_frequency"}, "class counts"),
+        ({"name": "hinge"}, "'focal' and 'ce'"),
+        ({"gamma": -1.0}, "gamma"),
+    ],
+)
+def test_bad_loss_options_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_loss(**kwargs)

@@ -1,0 +1,127 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
+
+from emotion_lab.config import CONFIG_DIR, PROJECT_ROOT
+from emotion_lab.evaluate import evaluate
+from emotion_lab.models.classifier import load_classifier
+from emotion_lab.train import train
+from tests.conftest import compose_config
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+
+
+def test_fast_dev_run_with_a_tiny_encoder(tiny_train_cfg):
+    with open_dict(tiny_train_cfg):
+        tiny_train_cfg.trainer.fast_dev_run = True
+    metrics, objects = train(tiny_train_cfg)
+    assert 0.0 <= metrics["test/f1_weighted"] <= 1.0
+    assert {f"test_f1/{label}" for label in ("sadness", "love", "surprise")} <= set(metrics)
+
+
+def test_training_writes_the_run_folder_and_evaluate_reproduces_the_test(tiny_train_cfg, tmp_path):
+    with open_dict(tiny_train_cfg):
+        tiny_train_cfg.trainer.max_epochs = 2
+    metrics, objects = train(tiny_train_cfg)
+    out = Path(tiny_train_cfg.paths.output_dir)
+    assert (out / "metrics.json").is_file() and (out / "test_report.txt").is_file()
+    report = (out / "test_report.txt").read_text()
+    for row in ("sadness", "surprise", "accuracy", "macro avg", "weighted avg"):
+        assert row in report
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["test/f1_weighted"] == pytest.approx(metrics["test/f1_weighted"])
+    assert "val/f1_weighted_best" in saved and saved["train_seconds"] > 0
+    # Per-class validation F1 went to the loggers as one scalar per class.
+    logged = (out / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {f"val_f1/{label}" for label in ("sadness", "joy", "love", "anger", "fear", "surprise")} <= set(logged)
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+    best = objects["trainer"].checkpoint_callback.best_model_path
+    assert Path(best).is_file() and (out / "checkpoints" / "last.ckpt").is_file()
+    eval_cfg = compose_config("evaluate", [f"ckpt_path={best}", f"data.dir={tiny_train_cfg.data.dir}",
+                                           "trainer.enable_progress_bar=false"], tmp_path / "eval")
+    eval_metrics, _ = evaluate(eval_cfg)
+    assert eval_metrics["test/f1_weighted"] == pytest.approx(metrics["test/f1_weighted"], abs=1e-6)
+
+    # The checkpoint rebuilds its network alone and gives the trained model's logits.
+    reloaded = load_classifier(best)
+    batch = next(iter(objects["datamodule"].test_dataloader()))
+    trained = type(reloaded).load_from_checkpoint(best, net=reloaded.net, weights_only=True).eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(batch["input_ids"], batch["attention_mask"]),
+                              trained(batch["input_ids"], batch["attention_mask"]), atol=1e-6)
+
+
+def test_encoder_linear_variant_and_ce_loss_train(tiny_train_cfg, tiny_encoder):
+    cfg = compose_config(
+        "train",
+        ["model/net=encoder_linear", f"model.net.encoder_name={tiny_encoder}", "loss=ce",
+         f"data.dir={tiny_train_cfg.data.dir}", "trainer.fast_dev_run=true", "logger=csv",
+         "trainer.enable_progress_bar=false", "callbacks.progress_bar=null"],
+        Path(tiny_train_cfg.paths.output_dir),
+    )
+    assert cfg.model.loss.gamma == 0.0
+    metrics, objects = train(cfg)
+    assert type(objects["model"].net).__name__ == "EncoderLinearNet"
+    assert "test/f1_weighted" in metrics
+
+
+def test_bad_heads_fail_before_training(tiny_train_cfg):
+    with open_dict(tiny_train_cfg):
+        tiny_train_cfg.model.net.attn_heads = 3
+    with pytest.raises(Exception, match="attn_heads=3"):
+        train(tiny_train_cfg)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_builds(experiment, tmp_path, tiny_encoder):
+    import hydra
+
+    cfg = compose_config("train", [f"experiment={experiment}", f"model.net.encoder_name={tiny_encoder}"], tmp_path)
+    assert cfg.task_name == experiment
+    net = hydra.utils.instantiate(cfg.model).net
+    assert net.config["encoder_name"] == tiny_encoder
+    for name in ("data", "trainer", "loss"):
+        assert cfg[name] is not None
+
+
+def test_experiments_exist():
+    assert {"seed_paper", "cpu_fast"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.slow
+def test_smoke_with_the_real_default_encoder(tiny_train_cfg, data_dir):
+    """The embedded MiniLM, offline, on 64 synthetic sentences: the real pipeline end to end."""
+    with open_dict(tiny_train_cfg):
+        tiny_train_cfg.model.net.encoder_name = "sentence-transformers/all-MiniLM-L6-v2"
+        tiny_train_cfg.model.net.lstm_hidden = 32
+        tiny_train_cfg.data.limit_per_split = 64
+        tiny_train_cfg.data.batch_size = 16
+    metrics, objects = train(tiny_train_cfg)
+    assert objects["model"].net.encoder_dim == 384
+    # Six cue words per class: even one epoch of the real encoder beats chance (1/6) by far.
+    assert metrics["test/acc"] > 0.4
+
+
+@pytest.mark.slow
+def test_two_trial_multirun(tmp_path, data_dir, tiny_encoder):
+    GlobalHydra.instance().clear()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [
+        sys.executable, "-m", "emotion_lab.train", "-m", "debug=fdr",
+        "model.net.lstm_hidden=8,16", f"model.net.encoder_name={tiny_encoder}", f"data.dir={data_dir}",
+        f"paths.log_dir={tmp_path}", "trainer.enable_progress_bar=false", "callbacks.progress_bar=null",
+    ]
+    result = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = sorted((tmp_path / "train" / "multiruns").glob("*/[0-9]*"))
+    assert [t.name for t in trials] == ["0", "1"]
+    hidden = [json.loads((t / "metrics.json").read_text()) and (t / ".hydra" / "overrides.yaml").read_text() for t in trials]
+    assert "lstm_hidden=8" in hidden[0] and "lstm_hidden=16" in hidden[1]
