@@ -41,7 +41,7 @@ class EmotionDataModule(L.LightningDataModule):
         group_by_length: bool = True,
         num_workers: int = 0,
         limit_per_split: int | None = None,
-        augmenter=None,
+        augment=None,
         seed: int = 42,
     ) -> None:
         super().__init__()
@@ -51,8 +51,8 @@ class EmotionDataModule(L.LightningDataModule):
             raise ValueError(f"data.batch_size={batch_size}, data.eval_batch_size={eval_batch_size}: must be >= 1")
         # Plain types only: checkpoints must load with torch.load(weights_only=True).
         fallback_dirs = [str(d) for d in fallback_dirs]
-        self.save_hyperparameters(ignore=["augmenter"], logger=False)
-        self.augmenter = augmenter
+        self.save_hyperparameters(ignore=["augment"], logger=False)
+        self.augmenter = augment if augment is not None and augment.enabled else None
         self.tokenizer = None
         self.datasets: DatasetDict | None = None
         self.source: str | None = None
