@@ -52,8 +52,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         timings["train_seconds"] = time.perf_counter() - start
     fit_metrics = metrics_to_floats(trainer.callback_metrics)
 
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if cfg.get("test"):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
             log.warning("no best checkpoint (fast_dev_run or no checkpoint callback): testing the current weights")
         start = time.perf_counter()
@@ -62,6 +62,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         log.info("best checkpoint: %s", best or "(current weights)")
 
     metrics = {**fit_metrics, **metrics_to_floats(trainer.callback_metrics), **timings}
+    if cfg.get("export") and best:
+        from emotion_lab.export import export
+
+        export(best, output_dir / "model", metrics=metrics, data_source=datamodule.source)
     log_hyperparameters(cfg, model, trainer, metrics)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").write_text(json.dumps(dict(sorted(metrics.items())), indent=2))

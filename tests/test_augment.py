@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 
-from emotion_lab.data import EmotionDataModule
+from emotion_lab.data.datamodule import EmotionDataModule
 from emotion_lab.data import wordnet as wordnet_module
 from emotion_lab.data.augment import SynonymAugmenter
 from emotion_lab.data.wordnet import WordNetMissingError, load_wordnet, prepare_from_debian

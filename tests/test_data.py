@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from emotion_lab.data import EmotionDataModule, LABELS
+from emotion_lab.data import LABELS
+from emotion_lab.data.datamodule import EmotionDataModule
 from emotion_lab.data.sources import DATA_DIR_ENV, DataFormatError, load_splits, read_split_file, resolve_data_dir
 from tests.conftest import write_split_files
 

@@ -1,4 +1,4 @@
-from emotion_lab.data.datamodule import EmotionDataModule
+# Kept light on purpose: emotion_lab.predictor imports the labels without pulling in Lightning.
 from emotion_lab.data.labels import ID2LABEL, LABEL2ID, LABELS, NUM_CLASSES
 
-__all__ = ["ID2LABEL", "LABEL2ID", "LABELS", "NUM_CLASSES", "EmotionDataModule"]
+__all__ = ["ID2LABEL", "LABEL2ID", "LABELS", "NUM_CLASSES"]

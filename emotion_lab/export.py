@@ -1,0 +1,66 @@
+"""Export a trained checkpoint as a self-contained model folder.
+
+    python -m emotion_lab.export ckpt_path=outputs/cpu_fast/runs/<time>/checkpoints/<best>.ckpt out=models/emotion
+
+The folder loads with `EmotionPredictor.from_pretrained(out)` (no Hydra, Lightning or training
+data needed) and with `python -m emotion_lab.predict out`. Training exports its best checkpoint to
+`<run>/model` itself (`export: true` in conf/train.yaml).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from emotion_lab.config import CONFIG_DIR
+from emotion_lab.data.labels import LABELS
+from emotion_lab.predictor import EmotionPredictor
+
+log = logging.getLogger(__name__)
+
+
+def model_card(predictor: EmotionPredictor, ckpt_path: Path, metrics: dict[str, float] | None, data_source: str) -> str:
+    net = predictor.net.config
+    lines = [
+        "# emotion_lab model",
+        "",
+        f"- network: `{net['_target_'].rsplit('.', 1)[-1]}` ({', '.join(f'{k}={v}' for k, v in net.items() if k not in ('_target_', 'encoder_name'))})",
+        f"- backbone: `{net['encoder_name']}`",
+        f"- labels (ids 0..{len(LABELS) - 1}): {', '.join(predictor.labels)}",
+        f"- data: dair-ai/emotion ({data_source})",
+        f"- max length: {predictor.max_length} word-pieces",
+        f"- exported from: `{ckpt_path}`",
+        "",
+        "Load with `EmotionPredictor.from_pretrained(this_folder)` or `python -m emotion_lab.predict this_folder`.",
+    ]
+    if metrics:
+        lines += ["", "## Test metrics (from the training run)", "", "| metric | value |", "|---|---|"]
+        keys = ["test/f1_weighted", "test/f1_macro", "test/acc"] + [f"test_f1/{label}" for label in LABELS]
+        lines += [f"| {k} | {metrics[k]:.4f} |" for k in keys if k in metrics]
+    return "\n".join(lines) + "\n"
+
+
+def export(ckpt_path: str | Path, out: str | Path, metrics: dict[str, float] | None = None,
+           data_source: str = "unknown source") -> Path:
+    ckpt_path = Path(ckpt_path)
+    predictor = EmotionPredictor.from_checkpoint(ckpt_path)
+    if metrics is None:
+        # A checkpoint inside a run folder: take the run's test metrics for the card.
+        run_metrics = ckpt_path.parent.parent / "metrics.json"
+        metrics = json.loads(run_metrics.read_text()) if run_metrics.is_file() else None
+    folder = predictor.save_pretrained(out, card=model_card(predictor, ckpt_path, metrics, data_source))
+    log.info("exported %s -> %s", ckpt_path, folder)
+    return folder
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
+def main(cfg: DictConfig) -> None:
+    export(cfg.ckpt_path, cfg.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Inference without Hydra, Lightning or training data: `EmotionPredictor`.
+
+    from emotion_lab.predictor import EmotionPredictor
+    predictor = EmotionPredictor.from_pretrained("outputs/cpu_fast/runs/<time>/model")
+    predictor("I feel so happy today!")          # Prediction(label='joy', probs={...})
+    predictor.predict(texts, batch_size=64)      # one Prediction per text, in input order
+
+A saved model folder (written by `python -m emotion_lab.export`, or at the end of training) holds
+`model.safetensors`, `emotion_lab.json` (network config, labels, max length), the encoder's
+`config.json` under `encoder/`, the tokenizer, and a model card. Loading never unpickles: weights
+come from safetensors, and Lightning checkpoints are read with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from emotion_lab.data.labels import LABELS
+from emotion_lab.models.encoder import load_tokenizer
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "emotion_lab.json"
+WEIGHTS_FILE = "model.safetensors"
+ENCODER_DIR = "encoder"
+
+
+class ModelLoadError(ValueError):
+    """A model path that is missing, corrupt or not an emotion_lab model."""
+
+
+@dataclass
+class Prediction:
+    label: str
+    probs: dict[str, float]
+    truncated: bool = False
+    top_words: list[tuple[str, float]] = field(default_factory=list)
+
+
+def build_net(net_config: dict, encoder_name: str | None = None) -> nn.Module:
+    """Instantiate a network from its recorded config, with fresh (to-be-loaded) weights."""
+    config = dict(net_config)
+    module_name, _, class_name = config.pop("_target_").rpartition(".")
+    if encoder_name is not None:
+        config["encoder_name"] = encoder_name
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(**config, pretrained=False)
+
+
+class EmotionPredictor:
+    """A trained network plus its tokenizer, ready for fast CPU inference."""
+
+    def __init__(self, net: nn.Module, tokenizer, labels: Sequence[str] = LABELS, max_length: int = 128) -> None:
+        self.net = net.eval()
+        self.tokenizer = tokenizer
+        self.labels = tuple(labels)
+        self.max_length = max_length
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> EmotionPredictor:
+        folder = Path(path)
+        if folder.is_file():
+            return cls.from_checkpoint(folder)
+        config_path = folder / CONFIG_FILE
+        if not folder.is_dir() or not config_path.is_file() or not (folder / WEIGHTS_FILE).is_file():
+            raise ModelLoadError(
+                f"{folder}: not an emotion_lab model (expected a folder with {CONFIG_FILE} and {WEIGHTS_FILE}, "
+                "written by `python -m emotion_lab.export`, or a Lightning .ckpt file)"
+            )
+        try:
+            config = json.loads(config_path.read_text())
+            if config.get("format_version") != FORMAT_VERSION:
+                raise ModelLoadError(f"{config_path}: format_version {config.get('format_version')!r}, "
+                                     f"this emotion_lab reads {FORMAT_VERSION}")
+            net = build_net(config["net"], encoder_name=str(folder / ENCODER_DIR))
+            _load_weights(net, load_file(folder / WEIGHTS_FILE), folder / WEIGHTS_FILE)
+            tokenizer = load_tokenizer(str(folder))
+        except ModelLoadError:
+            raise
+        except Exception as err:
+            raise ModelLoadError(f"{folder}: cannot load the model ({type(err).__name__}: {err})") from None
+        return cls(net, tokenizer, labels=config["labels"], max_length=config["max_length"])
+
+    @classmethod
+    def from_checkpoint(cls, ckpt_path: str | Path, max_length: int = 128) -> EmotionPredictor:
+        """From a Lightning checkpoint of EmotionClassifier (the encoder name must still resolve)."""
+        path = Path(ckpt_path)
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            net_config = checkpoint["hyper_parameters"]["net"]
+            net = build_net(net_config)
+            state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+            _load_weights(net, state, path)
+            tokenizer = load_tokenizer(net_config["encoder_name"])
+            max_length = checkpoint.get("datamodule_hyper_parameters", {}).get("max_length", max_length)
+        except ModelLoadError:
+            raise
+        except Exception as err:
+            raise ModelLoadError(
+                f"{path}: not a readable emotion_lab checkpoint ({type(err).__name__}: {err})"
+            ) from None
+        return cls(net, tokenizer, max_length=max_length)
+
+    def save_pretrained(self, path: str | Path, card: str = "") -> Path:
+        """Write a self-contained model folder (see the module docstring)."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        # Tied or shared tensors must be stored once: clone to contiguous, independent tensors.
+        state = {k: v.detach().contiguous().clone() for k, v in self.net.state_dict().items()}
+        save_file(state, folder / WEIGHTS_FILE, metadata={"format": "pt"})
+        self.net.encoder.config.save_pretrained(folder / ENCODER_DIR)
+        self.tokenizer.save_pretrained(folder)
+        config = {"format_version": FORMAT_VERSION, "net": self.net.config, "labels": list(self.labels),
+                  "max_length": self.max_length}
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        if card:
+            (folder / "README.md").write_text(card)
+        return folder
+
+    def quantize_dynamic(self) -> EmotionPredictor:
+        """int8 dynamic quantization of the Linear and LSTM layers (CPU); measure its accuracy cost."""
+        self.net = torch.ao.quantization.quantize_dynamic(self.net, {nn.Linear, nn.LSTM}, dtype=torch.qint8)
+        return self
+
+    def __call__(self, text: str) -> Prediction:
+        return self.predict([text])[0]
+
+    @torch.inference_mode()
+    def predict(self, texts: Sequence[str], batch_size: int = 64, top_words: int = 0) -> list[Prediction]:
+        """Predictions in input order. Batches are length-sorted: far less padding on CPU."""
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
+                                 return_overflowing_tokens=False, return_length=True)
+        lengths = encoded["length"]
+        order = sorted(range(len(texts)), key=lengths.__getitem__)
+        results: list[Prediction | None] = [None] * len(texts)
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            batch = self.tokenizer.pad({"input_ids": [encoded["input_ids"][i] for i in index]}, return_tensors="pt")
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            if top_words and hasattr(self.net, "head"):
+                logits, weights = self._logits_with_attention(ids, mask)
+            else:
+                logits, weights = self.net(ids, mask), None
+            probs = logits.float().softmax(-1)
+            for row, i in enumerate(index):
+                p = probs[row].tolist()
+                results[i] = Prediction(
+                    label=self.labels[max(range(len(p)), key=p.__getitem__)],
+                    probs=dict(zip(self.labels, p)),
+                    truncated=lengths[i] >= self.max_length and self._is_truncated(texts[i]),
+                    top_words=self._top_words(ids[row], mask[row], weights[row], top_words) if weights is not None else [],
+                )
+        return results
+
+    def _is_truncated(self, text: str) -> bool:
+        return len(self.tokenizer(text, truncation=False)["input_ids"]) > self.max_length
+
+    def _logits_with_attention(self, ids: torch.Tensor, mask: torch.Tensor):
+        hidden, mask = self.net.encode(ids, mask)
+        try:
+            return self.net.head(hidden, mask, return_attention=True)
+        except TypeError:  # a head without attention
+            return self.net.head(hidden, mask), None
+
+    def _top_words(self, ids: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, k: int) -> list[tuple[str, float]]:
+        """Word-pieces that received the most attention (averaged over heads and queries)."""
+        n = int(mask.sum())
+        received = weights[:n, :n].mean(0)
+        tokens = self.tokenizer.convert_ids_to_tokens(ids[:n].tolist())
+        special = set(self.tokenizer.all_special_tokens)
+        ranked = sorted(((t, float(w)) for t, w in zip(tokens, received) if t not in special), key=lambda x: -x[1])
+        return ranked[:k]
+
+
+def _load_weights(net: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    # position_ids buffers differ between transformers versions; they are not weights.
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    unexpected = [k for k in unexpected if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"{source}: weights do not fit the network (missing {missing[:3]}, unexpected {unexpected[:3]}): "
+            "incompatible emotion_lab version or a different model"
+        )

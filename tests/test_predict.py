@@ -1,0 +1,147 @@
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from emotion_lab.config import PROJECT_ROOT
+from emotion_lab.export import export
+from emotion_lab.models.classifier import load_classifier
+from emotion_lab.predict import interactive, main
+from emotion_lab.predictor import EmotionPredictor, ModelLoadError
+from emotion_lab.train import train
+from tests.conftest import compose_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir, tiny_encoder):
+    out = tmp_path_factory.mktemp("run")
+    cfg = compose_config(
+        "train",
+        [f"model.net.encoder_name={tiny_encoder}", "model.net.lstm_hidden=16", f"data.dir={data_dir}",
+         "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "callbacks.progress_bar=null",
+         "logger=csv", "trainer.num_sanity_val_steps=0"],
+        out,
+    )
+    metrics, objects = train(cfg)
+    return {"ckpt": objects["trainer"].checkpoint_callback.best_model_path, "out": out, "metrics": metrics}
+
+
+@pytest.fixture(scope="module")
+def predictor(trained):
+    return EmotionPredictor.from_pretrained(trained["out"] / "model")
+
+
+def test_export_round_trip_gives_the_checkpoints_logits(trained, tmp_path):
+    folder = export(trained["ckpt"], tmp_path / "model")
+    assert {"model.safetensors", "emotion_lab.json", "README.md", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+    assert "test/f1_weighted" in (folder / "README.md").read_text()
+    loaded = EmotionPredictor.from_pretrained(folder)
+    reference = load_classifier(trained["ckpt"])
+    texts = ["i feel happy today", "i am so scared of the dark and the noises outside", "wow"]
+    batch = loaded.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = reference(batch["input_ids"], batch["attention_mask"])
+        got = loaded.net(batch["input_ids"], batch["attention_mask"])
+    assert torch.allclose(got, expected, atol=1e-5)
+    # predict() sorts by length internally and hands results back in input order.
+    probs = torch.tensor([[p.probs[label] for label in loaded.labels] for p in loaded.predict(texts, batch_size=2)])
+    assert torch.allclose(probs, expected.softmax(-1), atol=1e-5)
+
+
+def test_training_exports_its_best_model(trained, predictor):
+    card = (trained["out"] / "model" / "README.md").read_text()
+    assert f"{trained['metrics']['test/f1_weighted']:.4f}" in card
+    prediction = predictor("I feel so happy today!")
+    assert prediction.label in predictor.labels
+    assert sum(prediction.probs.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_checkpoint_and_folder_predict_alike(trained, predictor):
+    from_ckpt = EmotionPredictor.from_checkpoint(trained["ckpt"])
+    a, b = from_ckpt("i am furious"), predictor("i am furious")
+    assert a.label == b.label and a.probs == pytest.approx(b.probs, abs=1e-5)
+
+
+def test_loop_answers_each_line_and_stops_at_exit(predictor):
+    out = io.StringIO()
+    answered = interactive(predictor, stdin=io.StringIO("i feel happy\n\n   \ni am sad\nexit\nnever read\n"), stdout=out)
+    lines = out.getvalue().splitlines()
+    assert answered == 2
+    assert lines[0].startswith("emotion_lab ready")
+    assert sum("empty line" in line for line in lines) == 2
+    answers = [line for line in lines if line.split("\t")[0] in predictor.labels]
+    assert len(answers) == 2 and all("sadness=" in a for a in answers)
+
+
+def test_loop_ends_cleanly_at_eof_and_survives_odd_input(predictor):
+    text = ("i feel happy " * 8000)[:100_000] + "\n" + "i feel 😊 très bien \x07\x1b[31m 我很高兴\nquit"
+    out = io.StringIO()
+    assert interactive(predictor, stdin=io.StringIO(text), stdout=out) == 2
+    assert "truncated to" in out.getvalue()
+    assert interactive(predictor, stdin=io.StringIO("i feel fine"), stdout=io.StringIO()) == 1
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_batch_outputs_one_row_per_input_line(trained, tmp_path, fmt, capsys):
+    source = tmp_path / "in.txt"
+    source.write_bytes("i feel happy\n\ni am scared \xff of it\n".encode("utf-8", "surrogateescape")
+                       .replace(b"\xc3\xbf", b"\xff") + b"wow\n")
+    output = tmp_path / f"out.{fmt}"
+    assert main([str(trained["out"] / "model"), "--input", str(source), "--output", str(output)]) == 0
+    if fmt == "csv":
+        rows = list(csv.DictReader(output.open()))
+        assert [r["text"] for r in rows][:2] == ["i feel happy", ""]
+        assert rows[1]["label"] == "" and rows[0]["label"] in {"sadness", "joy", "love", "anger", "fear", "surprise"}
+        assert float(rows[0]["p_joy"]) >= 0 and set(rows[0]) >= {"p_sadness", "p_surprise"}
+    else:
+        rows = [json.loads(line) for line in output.read_text().splitlines()]
+        assert rows[1]["label"] is None and abs(sum(rows[0]["probs"].values()) - 1) < 1e-4
+    assert len(rows) == 4 and "\ufffd" in rows[2]["text"]  # invalid UTF-8 replaced, not fatal
+
+
+def test_batch_reads_csv_and_jsonl_text_columns(trained, tmp_path):
+    model = str(trained["out"] / "model")
+    (tmp_path / "in.csv").write_text('id,sentence\n1,"i feel happy, really"\n2,i am sad\n')
+    (tmp_path / "in.jsonl").write_text('{"sentence": "i feel happy"}\n{"sentence": "i am sad"}\n')
+    for name in ("in.csv", "in.jsonl"):
+        out = tmp_path / f"{name}.out.jsonl"
+        assert main([model, "--input", str(tmp_path / name), "--text-column", "sentence", "--output", str(out)]) == 0
+        assert [json.loads(line)["text"] for line in out.read_text().splitlines()] == [
+            "i feel happy, really" if name == "in.csv" else "i feel happy", "i am sad"]
+
+
+def test_bad_inputs_and_models_are_one_line_errors(trained, tmp_path, capsys):
+    model = str(trained["out"] / "model")
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{not json\n')
+    assert main([model, "--input", str(tmp_path / "bad.jsonl"), "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert "bad.jsonl:2: not valid JSON" in capsys.readouterr().err
+    assert main([model, "--input", str(tmp_path / "missing.txt")]) == 2
+    assert main([str(tmp_path / "no-model")]) == 2
+    assert "no-model: not an emotion_lab model" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    for name in ("emotion_lab.json", "model.safetensors"):
+        (trained["out"] / "model" / name).is_file() and (corrupt / name).write_bytes(b"garbage")
+    with pytest.raises(ModelLoadError, match="corrupt"):
+        EmotionPredictor.from_pretrained(corrupt)
+    (tmp_path / "x.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelLoadError, match="x.ckpt"):
+        EmotionPredictor.from_pretrained(tmp_path / "x.ckpt")
+
+
+@pytest.mark.slow
+def test_cli_loop_through_a_pipe(trained):
+    result = subprocess.run(
+        [sys.executable, "-m", "emotion_lab.predict", str(trained["out"] / "model")],
+        input="i feel happy\nexit\n", capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("emotion_lab ready") and len(lines) == 2 and "\t" in lines[1]
