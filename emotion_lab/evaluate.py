@@ -25,7 +25,7 @@ from omegaconf import DictConfig, open_dict
 from emotion_lab.callbacks import TestReport
 from emotion_lab.config import CONFIG_DIR
 from emotion_lab.models.classifier import load_classifier
-from emotion_lab.utils import instantiate_loggers, metrics_to_floats
+from emotion_lab.utils import instantiate_loggers, metrics_to_floats, run_task
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    run_task(evaluate, cfg)
 
 
 if __name__ == "__main__":

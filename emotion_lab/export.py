@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from emotion_lab.config import CONFIG_DIR
 from emotion_lab.data.labels import LABELS
 from emotion_lab.predictor import EmotionPredictor
+from emotion_lab.utils import run_task
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def export(ckpt_path: str | Path, out: str | Path, metrics: dict[str, float] | N
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:
-    export(cfg.ckpt_path, cfg.out)
+    run_task(lambda c: export(c.ckpt_path, c.out), cfg)
 
 
 if __name__ == "__main__":

@@ -28,13 +28,14 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from emotion_lab.predictor import EmotionPredictor, ModelLoadError, Prediction
+from emotion_lab.errors import UserInputError
+from emotion_lab.predictor import EmotionPredictor, Prediction
 
 EXIT_WORDS = {"exit", "quit", ":q"}
 BAR_WIDTH = 24
 
 
-class InputError(ValueError):
+class InputError(UserInputError, ValueError):
     """An input file that cannot be read as asked."""
 
 
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             interactive(predictor, top_words=args.top_words)
         else:
             batch(predictor, args.input or "-", args.output, args.format, args.text_column, args.batch_size)
-    except (ModelLoadError, InputError) as err:
+    except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `... | head`: the reader left, nothing is wrong

@@ -24,16 +24,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from emotion_lab.data.labels import LABELS
+from emotion_lab.errors import ModelLoadError
 from emotion_lab.models.encoder import load_tokenizer
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "emotion_lab.json"
 WEIGHTS_FILE = "model.safetensors"
 ENCODER_DIR = "encoder"
-
-
-class ModelLoadError(ValueError):
-    """A model path that is missing, corrupt or not an emotion_lab model."""
 
 
 @dataclass

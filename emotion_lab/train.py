@@ -27,7 +27,13 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from emotion_lab.config import CONFIG_DIR
-from emotion_lab.utils import instantiate_callbacks, instantiate_loggers, log_hyperparameters, metrics_to_floats
+from emotion_lab.utils import (
+    instantiate_callbacks,
+    instantiate_loggers,
+    log_hyperparameters,
+    metrics_to_floats,
+    run_task,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +84,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics, _ = train(cfg)
+    metrics = run_task(lambda c: train(c)[0], cfg, failed_value={})
     value = metrics.get(cfg.get("optimized_metric"))
     # A sweeper needs a finite objective: a diverged trial scores the worst possible F1.
     return None if value is None else (value if math.isfinite(value) else 0.0)

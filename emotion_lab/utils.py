@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from emotion_lab.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -51,3 +58,31 @@ def log_hyperparameters(cfg: DictConfig, model: L.LightningModule, trainer: L.Tr
             logger.log_hyperparams(params, metrics=hp_metrics)
         else:
             logger.log_hyperparams(params)
+
+
+def _user_error(err: BaseException) -> UserInputError | None:
+    """The UserInputError behind `err` (Hydra wraps errors raised while instantiating)."""
+    while err is not None:
+        if isinstance(err, UserInputError):
+            return err
+        err = err.__cause__ or (err.__context__ if isinstance(err, InstantiationException) else None)
+    return None
+
+
+def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig, failed_value: Any = None) -> Any:
+    """Run an entry point's task; a user error becomes one clear message instead of a traceback.
+
+    In a single run the process exits with status 2. In a multirun the trial is logged as failed
+    and `failed_value` is returned, so one bad combination does not end the sweep.
+    """
+    try:
+        return task(cfg)
+    except Exception as err:
+        user_error = _user_error(err)
+        if user_error is None:
+            raise
+        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        log.error("%s%s", "trial failed: " if multirun else "", user_error)
+        if multirun:
+            return failed_value
+        sys.exit(2)

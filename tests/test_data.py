@@ -5,7 +5,7 @@ import torch
 
 from emotion_lab.data import LABELS
 from emotion_lab.data.datamodule import EmotionDataModule
-from emotion_lab.data.sources import DATA_DIR_ENV, DataFormatError, load_splits, read_split_file, resolve_data_dir
+from emotion_lab.data.sources import DATA_DIR_ENV, DataFormatError, DataSourceError, load_splits, read_split_file, resolve_data_dir
 from tests.conftest import write_split_files
 
 
@@ -62,7 +62,7 @@ def test_offline_without_local_copy_says_what_to_set(monkeypatch, tmp_path):
 
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
     monkeypatch.setattr(datasets, "load_dataset", unreachable)
-    with pytest.raises(RuntimeError, match=rf"data.dir=.*{DATA_DIR_ENV}"):
+    with pytest.raises(DataSourceError, match=rf"data.dir=.*{DATA_DIR_ENV}"):
         load_splits(None, [tmp_path / "nothing-here"])
 
 

@@ -125,3 +125,22 @@ def test_two_trial_multirun(tmp_path, data_dir, tiny_encoder):
     assert [t.name for t in trials] == ["0", "1"]
     hidden = [json.loads((t / "metrics.json").read_text()) and (t / ".hydra" / "overrides.yaml").read_text() for t in trials]
     assert "lstm_hidden=8" in hidden[0] and "lstm_hidden=16" in hidden[1]
+
+
+def test_user_errors_become_one_message_and_exit_status_2(caplog):
+    from emotion_lab.data.sources import DataFormatError
+    from emotion_lab.utils import run_task
+
+    def bad_data(cfg):
+        raise DataFormatError("train.txt:7: unknown label 'bored'")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_task(bad_data, cfg=None)
+    assert exit_info.value.code == 2
+    assert "train.txt:7: unknown label 'bored'" in caplog.text
+
+    def bug(cfg):
+        raise KeyError("a programming error keeps its traceback")
+
+    with pytest.raises(KeyError):
+        run_task(bug, cfg=None)

@@ -19,6 +19,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 
 from emotion_lab.data.labels import LABEL2ID, LABELS
+from emotion_lab.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,11 @@ SPLIT_FILES: dict[str, str] = {"train": "train.txt", "validation": "val.txt", "t
 DATA_DIR_ENV = "EMOTION_DATA_DIR"
 
 
-class DataFormatError(ValueError):
+class DataSourceError(UserInputError, FileNotFoundError):
+    """The data folder or hub dataset cannot be found."""
+
+
+class DataFormatError(UserInputError, ValueError):
     """A data file has a line that is not `text;label` with a known label."""
 
 
@@ -81,7 +86,7 @@ def load_local_splits(data_dir: Path, on_bad_line: str = "error") -> DatasetDict
     """Load `train.txt`, `val.txt` and `test.txt` from a folder into a DatasetDict."""
     missing = [name for name in SPLIT_FILES.values() if not (data_dir / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"{data_dir}: missing {', '.join(missing)} (expected {', '.join(SPLIT_FILES.values())})")
+        raise DataSourceError(f"{data_dir}: missing {', '.join(missing)} (expected {', '.join(SPLIT_FILES.values())})")
     splits = {}
     for split, filename in SPLIT_FILES.items():
         result = read_split_file(data_dir / filename, on_bad_line=on_bad_line)
@@ -100,7 +105,7 @@ def load_hub_splits(hub_id: str) -> DatasetDict:
     try:
         loaded = load_dataset(hub_id)
     except Exception as err:  # datasets raises many types for "not reachable"; all mean the same here
-        raise RuntimeError(
+        raise DataSourceError(
             f"No local copy of the emotion data was found and the hub dataset {hub_id!r} could not be loaded "
             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}).\n"
             f"Point emotion_lab at a folder holding train.txt, val.txt and test.txt (`text;label` lines): "
@@ -117,13 +122,13 @@ def resolve_data_dir(data_dir: str | os.PathLike | None, fallback_dirs: Sequence
     if data_dir is not None:
         path = Path(data_dir).expanduser()
         if not path.is_dir():
-            raise FileNotFoundError(f"data.dir={str(data_dir)!r} is not a folder (expected train.txt, val.txt, test.txt)")
+            raise DataSourceError(f"data.dir={str(data_dir)!r} is not a folder (expected train.txt, val.txt, test.txt)")
         return path
     env_dir = os.environ.get(DATA_DIR_ENV)
     if env_dir:
         path = Path(env_dir).expanduser()
         if not path.is_dir():
-            raise FileNotFoundError(f"{DATA_DIR_ENV}={env_dir!r} is not a folder (expected train.txt, val.txt, test.txt)")
+            raise DataSourceError(f"{DATA_DIR_ENV}={env_dir!r} is not a folder (expected train.txt, val.txt, test.txt)")
         return path
     for candidate in fallback_dirs:
         path = Path(candidate).expanduser()

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import nltk
 
+from emotion_lab.errors import UserInputError
+
 log = logging.getLogger(__name__)
 
 DEBIAN_WORDNET_DIR = Path("/usr/share/wordnet")
@@ -44,7 +46,7 @@ LEXNAMES = (
 LEX_CATEGORY = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
 
 
-class WordNetMissingError(RuntimeError):
+class WordNetMissingError(UserInputError, RuntimeError):
     """No WordNet that NLTK can read was found."""
 
 

@@ -20,6 +20,7 @@ from torchmetrics.wrappers import ClasswiseWrapper
 from transformers import get_scheduler
 
 from emotion_lab.data.labels import ID2LABEL, LABELS, NUM_CLASSES
+from emotion_lab.errors import ModelLoadError
 from emotion_lab.losses import build_loss
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -153,14 +154,14 @@ def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "c
     """Rebuild a classifier from a Lightning checkpoint alone (no Hydra composition, no unpickling)."""
     path = Path(ckpt_path)
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={str(ckpt_path)!r}: no such checkpoint file")
+        raise ModelLoadError(f"ckpt_path={str(ckpt_path)!r}: no such checkpoint file")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path}: not a readable emotion_lab checkpoint ({type(err).__name__}: {err})") from None
+        raise ModelLoadError(f"{path}: not a readable emotion_lab checkpoint ({type(err).__name__}: {err})") from None
     hparams = checkpoint.get("hyper_parameters", {})
     if "net" not in hparams or "_target_" not in hparams.get("net", {}):
-        raise ValueError(f"{path}: a Lightning checkpoint without an emotion_lab network config (hyper_parameters.net)")
+        raise ModelLoadError(f"{path}: a Lightning checkpoint without an emotion_lab network config (hyper_parameters.net)")
     net = hydra.utils.instantiate({**hparams["net"], "pretrained": False})
     model = EmotionClassifier(net, loss=hparams.get("loss"), optimizer=hparams.get("optimizer"),
                               scheduler=hparams.get("scheduler"))

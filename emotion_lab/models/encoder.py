@@ -13,10 +13,12 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
+from emotion_lab.errors import UserInputError
+
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-class EncoderNotFoundError(ValueError):
+class EncoderNotFoundError(UserInputError, ValueError):
     """The encoder name is neither a usable local folder nor a reachable hub model."""
 
 

@@ -1,0 +1,9 @@
+"""User-facing errors: bad data, options or paths. Entry points print these as one message, no traceback."""
+
+
+class UserInputError(Exception):
+    """Something the user gave (a file, an option, a path) is wrong; the message says what and where."""
+
+
+class ModelLoadError(UserInputError, ValueError):
+    """A model or checkpoint path that is missing, corrupt or not an emotion_lab model."""
