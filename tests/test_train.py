@@ -41,7 +41,12 @@ def test_training_writes_the_run_folder_and_evaluate_reproduces_the_test(tiny_tr
     # Per-class validation F1 went to the loggers as one scalar per class.
     logged = (out / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {f"val_f1/{label}" for label in ("sadness", "joy", "love", "anger", "fear", "surprise")} <= set(logged)
-    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0}).Reload()
+    tags = events.Tags()
+    assert {"val_f1/love", "val_f1/surprise", "val/f1_weighted", "test/f1_macro"} <= set(tags["scalars"])
+    assert {"val/confusion_matrix", "test/confusion_matrix"} <= set(tags["images"])
 
     best = objects["trainer"].checkpoint_callback.best_model_path
     assert Path(best).is_file() and (out / "checkpoints" / "last.ckpt").is_file()

@@ -107,10 +107,11 @@ class EmotionClassifier(L.LightningModule):
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch["labels"].numel())
         return loss
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         loss, logits = self._step(batch)
         self.val_loss(loss, weight=batch["labels"].numel())
         self.val_metrics.update(logits, batch["labels"])
+        return {"preds": logits.argmax(-1), "targets": batch["labels"]}
 
     def on_validation_epoch_end(self) -> None:
         metrics = self.val_metrics.compute()
