@@ -9,7 +9,7 @@ from emotion_lab.models.networks import BiLSTMAttentionNet, EncoderLinearNet
 def make_net(kind, encoder, **kwargs):
     torch.manual_seed(0)
     if kind == "hybrid":
-        return BiLSTMAttentionNet(encoder, lstm_hidden=8, attn_heads=4, **kwargs)
+        return BiLSTMAttentionNet(encoder, **{"lstm_hidden": 8, "attn_heads": 4, **kwargs})
     return EncoderLinearNet(encoder, **kwargs)
 
 
@@ -41,6 +41,17 @@ def test_extra_padding_does_not_change_logits(kind, pooling, tiny_encoder, batch
     assert torch.allclose(plain[:1], alone, atol=1e-5)
 
 
+@pytest.mark.parametrize("ablation", [{"lstm_layers": 0}, {"attn_heads": 0}, {"lstm_layers": 0, "attn_heads": 0}])
+def test_ablations_drop_their_layer_and_keep_padding_invariance(ablation, tiny_encoder, batch):
+    net = make_net("hybrid", tiny_encoder, **ablation).eval()
+    assert (net.lstm is None) == ("lstm_layers" in ablation)
+    assert (net.attention is None) == ("attn_heads" in ablation)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    padded = torch.cat([ids, torch.zeros(3, 5, dtype=ids.dtype)], 1), torch.cat([mask, torch.zeros(3, 5, dtype=mask.dtype)], 1)
+    with torch.no_grad():
+        assert torch.allclose(net(ids, mask), net(*padded), atol=1e-5)
+
+
 def test_head_accepts_precomputed_encoder_states(tiny_encoder, batch):
     net = make_net("hybrid", tiny_encoder).eval()
     with torch.no_grad():
@@ -51,7 +62,7 @@ def test_head_accepts_precomputed_encoder_states(tiny_encoder, batch):
 
 def test_heads_that_do_not_divide_the_width_fail_before_loading(monkeypatch):
     monkeypatch.setattr("emotion_lab.models.networks.load_encoder", lambda *a, **k: pytest.fail("loaded encoder"))
-    with pytest.raises(ValueError, match=r"attn_heads=3 must divide .*=16"):
+    with pytest.raises(ValueError, match=r"attn_heads=3 must divide the attention width 16"):
         BiLSTMAttentionNet("any", lstm_hidden=8, attn_heads=3)
     with pytest.raises(ValueError, match="pooling"):
         BiLSTMAttentionNet("any", pooling="cls_concat")

@@ -83,15 +83,16 @@ class BiLSTMAttentionNet(EmotionNet):
     """Encoder -> 2-layer BiLSTM -> multi-head self-attention (residual + LayerNorm) -> pooling -> linear.
 
     The LSTM runs on packed sequences and the attention gets a key-padding mask, so adding padding
-    to a batch never changes a sentence's logits.
+    to a batch never changes a sentence's logits. For ablations, `lstm_layers=0` drops the BiLSTM
+    (attention reads the encoder states) and `attn_heads=0` drops the attention.
     """
 
     def __init__(
         self,
         encoder_name: str = DEFAULT_ENCODER,
         lstm_hidden: int = 256,  # per direction: the attention width is 2 * lstm_hidden
-        lstm_layers: int = 2,
-        attn_heads: int = 4,
+        lstm_layers: int = 2,  # 0 = no BiLSTM (ablation)
+        attn_heads: int = 4,  # 0 = no attention (ablation)
         dropout: float = 0.3,  # before the classifier, and between LSTM layers
         attn_dropout: float = 0.1,
         pooling: str = "mean",
@@ -100,14 +101,12 @@ class BiLSTMAttentionNet(EmotionNet):
         pretrained: bool = True,
         num_classes: int = NUM_CLASSES,
     ) -> None:
-        width = 2 * lstm_hidden
-        if lstm_hidden < 1 or lstm_layers < 1:
-            raise ValueError(f"model.net.lstm_hidden={lstm_hidden}, lstm_layers={lstm_layers}: must be >= 1")
-        if attn_heads < 1 or width % attn_heads:
-            raise ValueError(
-                f"model.net.attn_heads={attn_heads} must divide the attention width 2*lstm_hidden={width}; "
-                f"allowed: {[h for h in range(1, min(width, 16) + 1) if width % h == 0]}"
-            )
+        if lstm_layers < 0 or (lstm_layers and lstm_hidden < 1):
+            raise ValueError(f"model.net.lstm_hidden={lstm_hidden}, lstm_layers={lstm_layers}: must be >= 1 (layers 0 = no LSTM)")
+        if attn_heads < 0:
+            raise ValueError(f"model.net.attn_heads={attn_heads}: must be >= 1 (0 = no attention)")
+        if lstm_layers:
+            _check_heads(attn_heads, 2 * lstm_hidden)
         if not 0.0 <= dropout < 1.0 or not 0.0 <= attn_dropout < 1.0:
             raise ValueError(f"model.net.dropout={dropout}, attn_dropout={attn_dropout}: must be in [0, 1)")
         if pooling not in POOLING:
@@ -118,28 +117,43 @@ class BiLSTMAttentionNet(EmotionNet):
             dropout=dropout, attn_dropout=attn_dropout, pooling=pooling, residual_norm=residual_norm,
             freeze_encoder=freeze_encoder, num_classes=num_classes,
         )
+        width = 2 * lstm_hidden if lstm_layers else self.encoder_dim
         self.lstm = nn.LSTM(
             self.encoder_dim, lstm_hidden, num_layers=lstm_layers, bidirectional=True, batch_first=True,
             dropout=dropout if lstm_layers > 1 else 0.0,
-        )
-        self.attention = nn.MultiheadAttention(width, attn_heads, dropout=attn_dropout, batch_first=True)
-        self.norm = nn.LayerNorm(width) if residual_norm else None
+        ) if lstm_layers else None
+        if attn_heads:
+            _check_heads(attn_heads, width)
+            self.attention = nn.MultiheadAttention(width, attn_heads, dropout=attn_dropout, batch_first=True)
+            self.norm = nn.LayerNorm(width) if residual_norm else None
+        else:
+            self.attention, self.norm = None, None
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(width * (2 if pooling == "mean_max" else 1), num_classes)
 
     def head(self, hidden: torch.Tensor, mask: torch.Tensor, return_attention: bool = False):
-        lengths = mask.sum(1).cpu()
-        packed = pack_padded_sequence(hidden, lengths, batch_first=True, enforce_sorted=False)
-        states, _ = self.lstm(packed)
-        states, _ = pad_packed_sequence(states, batch_first=True, total_length=hidden.shape[1])
-        padding = ~mask.bool()
-        attended, weights = self.attention(
-            states, states, states, key_padding_mask=padding, need_weights=return_attention
-        )
-        states = self.norm(states + attended) if self.norm is not None else attended
+        states, weights = hidden, None
+        if self.lstm is not None:
+            lengths = mask.sum(1).cpu()
+            packed = pack_padded_sequence(hidden, lengths, batch_first=True, enforce_sorted=False)
+            states, _ = self.lstm(packed)
+            states, _ = pad_packed_sequence(states, batch_first=True, total_length=hidden.shape[1])
+        if self.attention is not None:
+            attended, weights = self.attention(
+                states, states, states, key_padding_mask=~mask.bool(), need_weights=return_attention
+            )
+            states = self.norm(states + attended) if self.norm is not None else attended
         logits = self.classifier(self.dropout(masked_pool(states, mask, self.pooling)))
         return (logits, weights) if return_attention else logits
+
+
+def _check_heads(heads: int, width: int) -> None:
+    if heads and width % heads:
+        raise ValueError(
+            f"model.net.attn_heads={heads} must divide the attention width {width} (2*lstm_hidden, or the "
+            f"encoder width without LSTM); allowed: {[h for h in range(1, min(width, 16) + 1) if width % h == 0]}"
+        )
 
 
 class EncoderLinearNet(EmotionNet):

@@ -1,0 +1,177 @@
+"""The emotion benchmark, side by side: baselines, emotion_lab's recipe and its ablations.
+
+    python -m emotion_lab.bench                       # every row of conf/bench.yaml, seeds 42 43 44
+    python -m emotion_lab.bench --rows hybrid,no_lstm --seeds 42
+    python -m emotion_lab.bench --quick               # a tiny version (the tests run it)
+
+Rows: (a) TF-IDF + linear SVM (scikit-learn, C chosen on validation); (b) the plain fine-tune;
+(c) the default recipe; (d) its ablations. Every row is chosen on validation only and tested once.
+For each row: test weighted F1, macro F1, per-class F1 (mean and std over seeds), train wall time
+and inference sentences/s. Writes results.md and results.json into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from emotion_lab.config import CONFIG_DIR, PROJECT_ROOT
+from emotion_lab.data.labels import LABELS
+from emotion_lab.data.sources import load_splits
+from emotion_lab.errors import UserInputError
+
+log = logging.getLogger("emotion_lab.bench")
+
+
+class BenchConfigError(UserInputError, ValueError):
+    """A benchmark row that would select models on something other than validation, or a bad option."""
+
+
+def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def check_validation_only(name: str, cfg: DictConfig) -> None:
+    """Model selection (checkpoint choice, early stopping) must look at validation metrics only."""
+    for callback in ("model_checkpoint", "early_stopping"):
+        monitor = (cfg.get("callbacks") or {}).get(callback, {}) or {}
+        monitor = monitor.get("monitor")
+        if monitor is not None and not str(monitor).startswith("val/"):
+            raise BenchConfigError(f"row {name!r}: callbacks.{callback}.monitor={monitor!r} is not a validation metric")
+    if not cfg.get("test", True):
+        raise BenchConfigError(f"row {name!r}: test=false; the benchmark tests every row once")
+
+
+def run_svm(data_dir: str | None, settings: DictConfig, limit: int | None) -> dict[str, Any]:
+    try:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.metrics import f1_score
+        from sklearn.svm import LinearSVC
+    except ImportError as err:
+        raise BenchConfigError(f"the TF-IDF + SVM baseline needs scikit-learn: pip install scikit-learn ({err})") from None
+    splits, _ = load_splits(data_dir, [PROJECT_ROOT.parent / "shared" / "data" / "emotion"])
+    if limit:
+        splits = {k: v.select(range(min(limit, len(v)))) for k, v in splits.items()}
+    train, val, test = (splits[s] for s in ("train", "validation", "test"))
+    start = time.perf_counter()
+    vectorizer = TfidfVectorizer(ngram_range=tuple(settings.ngram_range), sublinear_tf=True)
+    x_train = vectorizer.fit_transform(train["text"])
+    best = max(
+        ((c, LinearSVC(C=c).fit(x_train, train["label"])) for c in settings.C_grid),
+        key=lambda cm: f1_score(val["label"], cm[1].predict(vectorizer.transform(val["text"])), average="weighted"),
+    )
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    pred = best[1].predict(vectorizer.transform(test["text"]))
+    infer = len(test) / (time.perf_counter() - start)
+    per_class = f1_score(test["label"], pred, average=None, labels=list(range(len(LABELS))))
+    return {
+        "test/f1_weighted": f1_score(test["label"], pred, average="weighted"),
+        "test/f1_macro": f1_score(test["label"], pred, average="macro"),
+        **{f"test_f1/{label}": float(v) for label, v in zip(LABELS, per_class)},
+        "train_seconds": train_seconds, "sentences_per_s": infer, "chosen": f"C={best[0]}",
+    }
+
+
+def run_row(name: str, overrides: list[str], seed: int, out: Path) -> dict[str, Any]:
+    from emotion_lab.train import train
+
+    cfg = compose_train([*overrides, f"seed={seed}", "export=false"], out / name / f"seed{seed}")
+    check_validation_only(name, cfg)
+    metrics, objects = train(cfg)
+    n_test = len(objects["datamodule"].datasets["test"])
+    return {**metrics, "sentences_per_s": n_test / metrics["test_seconds"]}
+
+
+def summarise(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    keys = ["test/f1_weighted", "test/f1_macro", *(f"test_f1/{label}" for label in LABELS), "train_seconds", "sentences_per_s"]
+    rows = []
+    for name, runs in results.items():
+        row: dict[str, Any] = {"row": name, "seeds": len(runs)}
+        for key in keys:
+            values = [r[key] for r in runs if key in r]
+            row[key] = statistics.fmean(values) if values else None
+            row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    head = ["row", "seeds", "test weighted F1", "test macro F1", *LABELS, "train min", "infer sent/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        def pm(key):
+            return f"{r[key]:.4f} ± {r[key + '_std']:.4f}" if r["seeds"] > 1 else f"{r[key]:.4f}"
+        lines.append("| " + " | ".join([
+            r["row"], str(r["seeds"]), pm("test/f1_weighted"), pm("test/f1_macro"),
+            *(f"{r[f'test_f1/{label}']:.3f}" for label in LABELS),
+            f"{r['train_seconds'] / 60:.1f}", f"{r['sentences_per_s']:.0f}",
+        ]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--rows", help="comma-separated subset of conf/bench.yaml rows (svm always runs)")
+    parser.add_argument("--quick", action="store_true", help="tiny data slices and one epoch: checks the pipeline")
+    parser.add_argument("--out", type=Path, help="default: outputs/bench/<time>")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every trained row, e.g. data.dir=...")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+
+    bench = OmegaConf.load(Path(CONFIG_DIR) / "bench.yaml")
+    rows = dict(bench.rows)
+    if args.rows:
+        unknown = set(args.rows.split(",")) - set(rows)
+        if unknown:
+            parser.error(f"--rows: unknown {sorted(unknown)}; allowed: {', '.join(rows)}")
+        rows = {k: v for k, v in rows.items() if k in args.rows.split(",")}
+    common = [*bench.recipe, *(bench.quick if args.quick else []), *args.overrides]
+    out = args.out or PROJECT_ROOT / "outputs" / "bench" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        # Validate every row before the first minute of training is spent.
+        for name, overrides in rows.items():
+            check_validation_only(name, compose_train([*common, *overrides], out))
+        data_dir = compose_train(common, out).data.dir
+        results = {"tfidf_svm": [run_svm(data_dir, bench.svm, 96 if args.quick else None)]}
+        for name, overrides in rows.items():
+            results[name] = [run_row(name, [*common, *overrides], seed, out) for seed in args.seeds]
+    except UserInputError as err:
+        log.error("%s", err)
+        return 2
+    summary = summarise(results)
+    meta = {"date": datetime.now().isoformat(timespec="seconds"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "command": "python -m emotion_lab.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "recipe": list(common), "seeds": args.seeds}
+    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": summary, "runs": results}, indent=2, default=str))
+    (out / "results.md").write_text(markdown(summary))
+    print(markdown(summary))
+    log.info("results: %s", out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
