@@ -69,7 +69,9 @@ def run_svm(data_dir: str | None, settings: DictConfig, limit: int | None) -> di
         from sklearn.metrics import f1_score
         from sklearn.svm import LinearSVC
     except ImportError as err:
-        raise BenchConfigError(f"the TF-IDF + SVM baseline needs scikit-learn: pip install scikit-learn ({err})") from None
+        raise BenchConfigError(
+            f"the TF-IDF + SVM baseline needs scikit-learn: pip install scikit-learn ({err})"
+        ) from None
     splits, _ = load_splits(data_dir, [PROJECT_ROOT.parent / "shared" / "data" / "emotion"])
     if limit:
         splits = {k: v.select(range(min(limit, len(v)))) for k, v in splits.items()}
@@ -90,7 +92,9 @@ def run_svm(data_dir: str | None, settings: DictConfig, limit: int | None) -> di
         "test/f1_weighted": f1_score(test["label"], pred, average="weighted"),
         "test/f1_macro": f1_score(test["label"], pred, average="macro"),
         **{f"test_f1/{label}": float(v) for label, v in zip(LABELS, per_class)},
-        "train_seconds": train_seconds, "sentences_per_s": infer, "chosen": f"C={best[0]}",
+        "train_seconds": train_seconds,
+        "sentences_per_s": infer,
+        "chosen": f"C={best[0]}",
     }
 
 
@@ -105,7 +109,13 @@ def run_row(name: str, overrides: list[str], seed: int, out: Path) -> dict[str, 
 
 
 def summarise(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    keys = ["test/f1_weighted", "test/f1_macro", *(f"test_f1/{label}" for label in LABELS), "train_seconds", "sentences_per_s"]
+    keys = [
+        "test/f1_weighted",
+        "test/f1_macro",
+        *(f"test_f1/{label}" for label in LABELS),
+        "train_seconds",
+        "sentences_per_s",
+    ]
     rows = []
     for name, runs in results.items():
         row: dict[str, Any] = {"row": name, "seeds": len(runs)}
@@ -120,14 +130,26 @@ def summarise(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 def markdown(rows: list[dict[str, Any]]) -> str:
     head = ["row", "seeds", "test weighted F1", "test macro F1", *LABELS, "train min", "infer sent/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def pm(r: dict[str, Any], key: str) -> str:
+        return f"{r[key]:.4f} ± {r[key + '_std']:.4f}" if r["seeds"] > 1 else f"{r[key]:.4f}"
+
     for r in rows:
-        def pm(key):
-            return f"{r[key]:.4f} ± {r[key + '_std']:.4f}" if r["seeds"] > 1 else f"{r[key]:.4f}"
-        lines.append("| " + " | ".join([
-            r["row"], str(r["seeds"]), pm("test/f1_weighted"), pm("test/f1_macro"),
-            *(f"{r[f'test_f1/{label}']:.3f}" for label in LABELS),
-            f"{r['train_seconds'] / 60:.1f}", f"{r['sentences_per_s']:.0f}",
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["row"],
+                    str(r["seeds"]),
+                    pm(r, "test/f1_weighted"),
+                    pm(r, "test/f1_macro"),
+                    *(f"{r[f'test_f1/{label}']:.3f}" for label in LABELS),
+                    f"{r['train_seconds'] / 60:.1f}",
+                    f"{r['sentences_per_s']:.0f}",
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -163,10 +185,16 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", err)
         return 2
     summary = summarise(results)
-    meta = {"date": datetime.now().isoformat(timespec="seconds"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "command": "python -m emotion_lab.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "recipe": list(common), "seeds": args.seeds}
-    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": summary, "runs": results}, indent=2, default=str))
+    meta = {
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "command": "python -m emotion_lab.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "recipe": list(common),
+        "seeds": args.seeds,
+    }
+    (out / "results.json").write_text(
+        json.dumps({"meta": meta, "rows": summary, "runs": results}, indent=2, default=str)
+    )
     (out / "results.md").write_text(markdown(summary))
     print(markdown(summary))
     log.info("results: %s", out)

@@ -67,16 +67,31 @@ def bench_pipeline(model_dir: Path, texts, latency_n: int, batch_size: int) -> d
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
     weights = model_dir / "model.safetensors"
-    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(model_dir / "encoder", num_labels=6))
+    model = AutoModelForSequenceClassification.from_config(
+        AutoConfig.from_pretrained(model_dir / "encoder", num_labels=6)
+    )
     # The same backbone weights as the emotion_lab model; only the (untrained) linear head differs.
     encoder_state = {k.removeprefix("encoder."): v for k, v in load_file(weights).items() if k.startswith("encoder.")}
     getattr(model, model.base_model_prefix).load_state_dict(encoder_state, strict=False)
-    classify = pipeline("text-classification", model=model.eval(), tokenizer=AutoTokenizer.from_pretrained(model_dir),
-                        device=-1, top_k=None, truncation=True, max_length=128)
+    classify = pipeline(
+        "text-classification",
+        model=model.eval(),
+        tokenizer=AutoTokenizer.from_pretrained(model_dir),
+        device=-1,
+        top_k=None,
+        truncation=True,
+        max_length=128,
+    )
     p50, p95 = _latency_ms(classify, texts[:latency_n])
     rate, _ = _throughput(lambda t: classify(t, batch_size=batch_size), texts)
-    return {"variant": "transformers pipeline (same backbone, linear head)", "p50_ms": p50, "p95_ms": p95,
-            "sentences_per_s": rate, "f1_weighted": None, "f1_macro": None}
+    return {
+        "variant": "transformers pipeline (same backbone, linear head)",
+        "p50_ms": p50,
+        "p95_ms": p95,
+        "sentences_per_s": rate,
+        "f1_weighted": None,
+        "f1_macro": None,
+    }
 
 
 def main() -> None:
@@ -89,20 +104,48 @@ def main() -> None:
 
     splits, source = load_splits(fallback_dirs=[PROJECT_ROOT.parent / "shared" / "data" / "emotion"])
     texts, gold = list(splits["test"]["text"]), list(splits["test"]["label"])
-    rows = [bench_predictor("emotion_lab fp32", EmotionPredictor.from_pretrained(args.model), texts, gold,
-                            args.latency_n, args.batch_size)]
-    rows.append(bench_predictor("emotion_lab int8 dynamic", EmotionPredictor.from_pretrained(args.model).quantize_dynamic(),
-                                texts, gold, args.latency_n, args.batch_size))
+    rows = [
+        bench_predictor(
+            "emotion_lab fp32",
+            EmotionPredictor.from_pretrained(args.model),
+            texts,
+            gold,
+            args.latency_n,
+            args.batch_size,
+        )
+    ]
+    rows.append(
+        bench_predictor(
+            "emotion_lab int8 dynamic",
+            EmotionPredictor.from_pretrained(args.model).quantize_dynamic(),
+            texts,
+            gold,
+            args.latency_n,
+            args.batch_size,
+        )
+    )
     rows.append(bench_pipeline(args.model, texts, args.latency_n, args.batch_size))
 
-    meta = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "torch_threads": torch.get_num_threads(), "model": str(args.model), "data": source,
-            "sentences": len(texts), "latency_n": args.latency_n, "batch_size": args.batch_size}
-    table = ["| variant | p50 ms | p95 ms | sentences/s | test weighted F1 | test macro F1 |", "|---|---|---|---|---|---|"]
+    meta = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "torch_threads": torch.get_num_threads(),
+        "model": str(args.model),
+        "data": source,
+        "sentences": len(texts),
+        "latency_n": args.latency_n,
+        "batch_size": args.batch_size,
+    }
+    table = [
+        "| variant | p50 ms | p95 ms | sentences/s | test weighted F1 | test macro F1 |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         f1w = f"{r['f1_weighted']:.4f}" if r["f1_weighted"] is not None else "n/a (untrained head)"
         f1m = f"{r['f1_macro']:.4f}" if r["f1_macro"] is not None else "n/a"
-        table.append(f"| {r['variant']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['sentences_per_s']:.0f} | {f1w} | {f1m} |")
+        table.append(
+            f"| {r['variant']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['sentences_per_s']:.0f} | {f1w} | {f1m} |"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     (args.out / "results.md").write_text("\n".join(table) + "\n")

@@ -7,3 +7,7 @@ class UserInputError(Exception):
 
 class ModelLoadError(UserInputError, ValueError):
     """A model or checkpoint path that is missing, corrupt or not an emotion_lab model."""
+
+
+class ConfigError(UserInputError, ValueError):
+    """An option outside its allowed values; the message names the option and what is allowed."""

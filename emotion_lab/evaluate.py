@@ -43,9 +43,15 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     trainer.test(model, datamodule=datamodule)
     metrics = metrics_to_floats(trainer.callback_metrics)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps({"ckpt_path": str(cfg.ckpt_path), **dict(sorted(metrics.items()))}, indent=2))
-    log.info("test: weighted F1 %.4f, macro F1 %.4f (%s)", metrics["test/f1_weighted"], metrics["test/f1_macro"],
-             output_dir / "test_report.txt")
+    (output_dir / "metrics.json").write_text(
+        json.dumps({"ckpt_path": str(cfg.ckpt_path), **dict(sorted(metrics.items()))}, indent=2)
+    )
+    log.info(
+        "test: weighted F1 %.4f, macro F1 %.4f (%s)",
+        metrics["test/f1_weighted"],
+        metrics["test/f1_macro"],
+        output_dir / "test_report.txt",
+    )
     return metrics, {"model": model, "datamodule": datamodule, "trainer": trainer}
 
 

@@ -26,10 +26,11 @@ log = logging.getLogger(__name__)
 
 def model_card(predictor: EmotionPredictor, ckpt_path: Path, metrics: dict[str, float] | None, data_source: str) -> str:
     net = predictor.net.config
+    settings = ", ".join(f"{k}={v}" for k, v in net.items() if k not in ("_target_", "encoder_name"))
     lines = [
         "# emotion_lab model",
         "",
-        f"- network: `{net['_target_'].rsplit('.', 1)[-1]}` ({', '.join(f'{k}={v}' for k, v in net.items() if k not in ('_target_', 'encoder_name'))})",
+        f"- network: `{net['_target_'].rsplit('.', 1)[-1]}` ({settings})",
         f"- backbone: `{net['encoder_name']}`",
         f"- labels (ids 0..{len(LABELS) - 1}): {', '.join(predictor.labels)}",
         f"- data: dair-ai/emotion ({data_source})",
@@ -45,8 +46,9 @@ def model_card(predictor: EmotionPredictor, ckpt_path: Path, metrics: dict[str, 
     return "\n".join(lines) + "\n"
 
 
-def export(ckpt_path: str | Path, out: str | Path, metrics: dict[str, float] | None = None,
-           data_source: str = "unknown source") -> Path:
+def export(
+    ckpt_path: str | Path, out: str | Path, metrics: dict[str, float] | None = None, data_source: str = "unknown source"
+) -> Path:
     ckpt_path = Path(ckpt_path)
     predictor = EmotionPredictor.from_checkpoint(ckpt_path)
     if metrics is None:

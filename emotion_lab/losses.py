@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from emotion_lab.data.labels import NUM_CLASSES
+from emotion_lab.errors import ConfigError
 
 ALPHA_MODES = ("none", "inverse_frequency")
 
@@ -25,14 +26,16 @@ def class_weights(
         return None
     if isinstance(alpha, str):
         if alpha != "inverse_frequency":
-            raise ValueError(f"loss.alpha={alpha!r}: allowed values are {ALPHA_MODES} or a list of {num_classes} floats")
+            raise ConfigError(
+                f"loss.alpha={alpha!r}: allowed values are {ALPHA_MODES} or a list of {num_classes} floats"
+            )
         if class_counts is None:
-            raise ValueError("loss.alpha=inverse_frequency needs the training split's class counts")
+            raise ConfigError("loss.alpha=inverse_frequency needs the training split's class counts")
         counts = torch.as_tensor(class_counts, dtype=torch.float).clamp_min(1)
         return counts.sum() / (len(counts) * counts)
     weights = torch.as_tensor(list(alpha), dtype=torch.float)
     if weights.shape != (num_classes,) or (weights < 0).any():
-        raise ValueError(f"loss.alpha={list(alpha)}: need {num_classes} non-negative floats, one per class")
+        raise ConfigError(f"loss.alpha={list(alpha)}: need {num_classes} non-negative floats, one per class")
     return weights
 
 
@@ -46,9 +49,9 @@ class FocalLoss(nn.Module):
     def __init__(self, gamma: float = 2.0, alpha: torch.Tensor | None = None, label_smoothing: float = 0.0) -> None:
         super().__init__()
         if gamma < 0:
-            raise ValueError(f"loss.gamma={gamma}: must be >= 0")
+            raise ConfigError(f"loss.gamma={gamma}: must be >= 0")
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"loss.label_smoothing={label_smoothing}: must be in [0, 1)")
+            raise ConfigError(f"loss.label_smoothing={label_smoothing}: must be in [0, 1)")
         self.gamma = gamma
         self.label_smoothing = label_smoothing
         self.register_buffer("alpha", alpha, persistent=False)
@@ -66,10 +69,18 @@ class FocalLoss(nn.Module):
         return loss.mean()
 
 
-def build_loss(name: str = "focal", gamma: float = 2.0, alpha=None, label_smoothing: float = 0.0,
-               class_counts: Sequence[int] | None = None) -> nn.Module:
+def build_loss(
+    name: str = "focal",
+    gamma: float = 2.0,
+    alpha=None,
+    label_smoothing: float = 0.0,
+    class_counts: Sequence[int] | None = None,
+) -> nn.Module:
     """The loss named in config. `ce` is focal with gamma=0: one code path, identical values."""
     if name not in ("focal", "ce"):
-        raise ValueError(f"loss.name={name!r}: allowed values are 'focal' and 'ce'")
-    return FocalLoss(gamma=gamma if name == "focal" else 0.0, alpha=class_weights(alpha, class_counts),
-                     label_smoothing=label_smoothing)
+        raise ConfigError(f"loss.name={name!r}: allowed values are 'focal' and 'ce'")
+    return FocalLoss(
+        gamma=gamma if name == "focal" else 0.0,
+        alpha=class_weights(alpha, class_counts),
+        label_smoothing=label_smoothing,
+    )

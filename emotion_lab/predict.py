@@ -1,6 +1,6 @@
 """Predict emotions: an interactive loop, or batch files and pipes.
 
-    python -m emotion_lab.predict MODEL                          # type a sentence, see its emotion; exit/quit/Ctrl-D ends
+    python -m emotion_lab.predict MODEL                    # type a sentence, see its emotion; exit/quit/Ctrl-D ends
     python -m emotion_lab.predict MODEL --input texts.txt --output preds.csv
     python -m emotion_lab.predict MODEL --input data.jsonl --text-column sentence --output preds.jsonl
     cat texts.txt | python -m emotion_lab.predict MODEL --input - --format jsonl
@@ -59,8 +59,11 @@ def format_plain(prediction: Prediction) -> str:
 def interactive(predictor: EmotionPredictor, stdin=sys.stdin, stdout=sys.stdout, top_words: int = 0) -> int:
     """The read-predict-print loop; returns how many sentences it answered."""
     tty = stdin.isatty() and stdout.isatty()
-    print(f"emotion_lab ready: {', '.join(predictor.labels)}. Type a sentence; 'exit' or Ctrl-D to quit.",
-          file=stdout, flush=True)
+    print(
+        f"emotion_lab ready: {', '.join(predictor.labels)}. Type a sentence; 'exit' or Ctrl-D to quit.",
+        file=stdout,
+        flush=True,
+    )
     answered = 0
     while True:
         try:
@@ -107,7 +110,9 @@ def read_texts(source: str, text_column: str = "text") -> Iterator[str]:
         if suffix == ".csv":
             reader = csv.DictReader(handle)
             if reader.fieldnames is None or text_column not in reader.fieldnames:
-                raise InputError(f"{source}: no column {text_column!r} (columns: {reader.fieldnames}); use --text-column")
+                raise InputError(
+                    f"{source}: no column {text_column!r} (columns: {reader.fieldnames}); use --text-column"
+                )
             for row in reader:
                 yield row[text_column] or ""
         elif suffix in (".jsonl", ".ndjson"):
@@ -137,15 +142,25 @@ def write_predictions(rows: Iterator[tuple[str, Prediction | None]], out, fmt: s
             probs = [f"{prediction.probs[label]:.6f}" for label in labels] if prediction else [""] * len(labels)
             writer.writerow([text, prediction.label if prediction else "", *probs])
         else:
-            record = {"text": text, "label": prediction.label if prediction else None,
-                      "probs": {k: round(v, 6) for k, v in prediction.probs.items()} if prediction else None}
+            record = {
+                "text": text,
+                "label": prediction.label if prediction else None,
+                "probs": {k: round(v, 6) for k, v in prediction.probs.items()} if prediction else None,
+            }
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
         count += 1
     return count
 
 
-def batch(predictor: EmotionPredictor, source: str, output: str | None, fmt: str | None,
-          text_column: str = "text", batch_size: int = 64, chunk_size: int = 2048) -> int:
+def batch(
+    predictor: EmotionPredictor,
+    source: str,
+    output: str | None,
+    fmt: str | None,
+    text_column: str = "text",
+    batch_size: int = 64,
+    chunk_size: int = 2048,
+) -> int:
     from tqdm import tqdm
 
     if fmt is None:
@@ -177,22 +192,32 @@ def batch(predictor: EmotionPredictor, source: str, output: str | None, fmt: str
         if output:
             out.close()
     elapsed = time.perf_counter() - start
-    print(f"{count} predictions in {elapsed:.1f}s ({count / max(elapsed, 1e-9):.0f}/s)"
-          + (f" -> {output}" if output else ""), file=sys.stderr)
+    print(
+        f"{count} predictions in {elapsed:.1f}s ({count / max(elapsed, 1e-9):.0f}/s)"
+        + (f" -> {output}" if output else ""),
+        file=sys.stderr,
+    )
     return count
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emotion_lab.predict", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m emotion_lab.predict",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("model", help="a saved model folder or a Lightning .ckpt")
     parser.add_argument("--input", help="batch mode: .txt, .csv or .jsonl file, or - for stdin")
     parser.add_argument("--output", help="batch output file (default: stdout)")
-    parser.add_argument("--format", choices=["csv", "jsonl"], help="batch output format (default: from --output, else csv)")
+    parser.add_argument(
+        "--format", choices=["csv", "jsonl"], help="batch output format (default: from --output, else csv)"
+    )
     parser.add_argument("--text-column", default="text", help="text column of .csv/.jsonl input (default: text)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--top-words", type=int, default=0, help="interactive: show the N most-attended word-pieces")
-    parser.add_argument("--quantize", action="store_true", help="int8 dynamic quantization (see README for its accuracy cost)")
+    parser.add_argument(
+        "--quantize", action="store_true", help="int8 dynamic quantization (see README for its accuracy cost)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.batch_size < 1:

@@ -74,8 +74,10 @@ class EmotionPredictor:
         try:
             config = json.loads(config_path.read_text())
             if config.get("format_version") != FORMAT_VERSION:
-                raise ModelLoadError(f"{config_path}: format_version {config.get('format_version')!r}, "
-                                     f"this emotion_lab reads {FORMAT_VERSION}")
+                raise ModelLoadError(
+                    f"{config_path}: format_version {config.get('format_version')!r}, "
+                    f"this emotion_lab reads {FORMAT_VERSION}"
+                )
             net = build_net(config["net"], encoder_name=str(folder / ENCODER_DIR))
             _load_weights(net, load_file(folder / WEIGHTS_FILE), folder / WEIGHTS_FILE)
             tokenizer = load_tokenizer(str(folder))
@@ -114,8 +116,12 @@ class EmotionPredictor:
         save_file(state, folder / WEIGHTS_FILE, metadata={"format": "pt"})
         self.net.encoder.config.save_pretrained(folder / ENCODER_DIR)
         self.tokenizer.save_pretrained(folder)
-        config = {"format_version": FORMAT_VERSION, "net": self.net.config, "labels": list(self.labels),
-                  "max_length": self.max_length}
+        config = {
+            "format_version": FORMAT_VERSION,
+            "net": self.net.config,
+            "labels": list(self.labels),
+            "max_length": self.max_length,
+        }
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         if card:
             (folder / "README.md").write_text(card)
@@ -132,13 +138,18 @@ class EmotionPredictor:
     @torch.inference_mode()
     def predict(self, texts: Sequence[str], batch_size: int = 64, top_words: int = 0) -> list[Prediction]:
         """Predictions in input order. Batches are length-sorted: far less padding on CPU."""
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
-                                 return_overflowing_tokens=False, return_length=True)
+        encoded = self.tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=self.max_length,
+            return_overflowing_tokens=False,
+            return_length=True,
+        )
         lengths = encoded["length"]
         order = sorted(range(len(texts)), key=lengths.__getitem__)
         results: list[Prediction | None] = [None] * len(texts)
         for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             batch = self.tokenizer.pad({"input_ids": [encoded["input_ids"][i] for i in index]}, return_tensors="pt")
             ids, mask = batch["input_ids"], batch["attention_mask"]
             if top_words and hasattr(self.net, "head"):
@@ -152,7 +163,9 @@ class EmotionPredictor:
                     label=self.labels[max(range(len(p)), key=p.__getitem__)],
                     probs=dict(zip(self.labels, p)),
                     truncated=lengths[i] >= self.max_length and self._is_truncated(texts[i]),
-                    top_words=self._top_words(ids[row], mask[row], weights[row], top_words) if weights is not None else [],
+                    top_words=self._top_words(ids[row], mask[row], weights[row], top_words)
+                    if weights is not None
+                    else [],
                 )
         return results
 
@@ -166,7 +179,9 @@ class EmotionPredictor:
         except TypeError:  # a head without attention
             return self.net.head(hidden, mask), None
 
-    def _top_words(self, ids: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, k: int) -> list[tuple[str, float]]:
+    def _top_words(
+        self, ids: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, k: int
+    ) -> list[tuple[str, float]]:
         """Word-pieces that received the most attention (averaged over heads and queries)."""
         n = int(mask.sum())
         received = weights[:n, :n].mean(0)

@@ -24,7 +24,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from emotion_lab.config import CONFIG_DIR
 from emotion_lab.utils import (
@@ -56,9 +56,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         start = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         timings["train_seconds"] = time.perf_counter() - start
+        timings["epochs"] = trainer.current_epoch
     fit_metrics = metrics_to_floats(trainer.callback_metrics)
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if cfg.get("train") and best:
+        # After fit, callback_metrics hold the *last* epoch's validation; report the selected one's.
+        trainer.validate(model, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
+        fit_metrics.update(metrics_to_floats(trainer.callback_metrics))
     if cfg.get("test"):
         if not best:
             log.warning("no best checkpoint (fast_dev_run or no checkpoint callback): testing the current weights")
@@ -68,25 +73,42 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         log.info("best checkpoint: %s", best or "(current weights)")
 
     metrics = {**fit_metrics, **metrics_to_floats(trainer.callback_metrics), **timings}
+    train_loss = metrics.get("train/loss_epoch", 0.0)
+    status = "ok" if math.isfinite(train_loss) else "failed: non-finite training loss"
     if cfg.get("export") and best:
         from emotion_lab.export import export
 
         export(best, output_dir / "model", metrics=metrics, data_source=datamodule.source)
     log_hyperparameters(cfg, model, trainer, metrics)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps(dict(sorted(metrics.items())), indent=2))
+    write_metrics(output_dir, {"status": status, **dict(sorted(metrics.items()))})
     if "test/f1_weighted" in metrics:
-        log.info("test: weighted F1 %.4f, macro F1 %.4f, accuracy %.4f", metrics["test/f1_weighted"],
-                 metrics["test/f1_macro"], metrics["test/acc"])
+        log.info(
+            "test: weighted F1 %.4f, macro F1 %.4f, accuracy %.4f",
+            metrics["test/f1_weighted"],
+            metrics["test/f1_macro"],
+            metrics["test/acc"],
+        )
         log.info("report: %s", output_dir / "test_report.txt")
     return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
 
 
+def write_metrics(output_dir: Path, metrics: dict[str, Any]) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run_task(lambda c: train(c)[0], cfg, failed_value={})
+    def record_failure(err: Exception) -> dict:
+        write_metrics(Path(cfg.paths.output_dir), {"status": f"failed: {str(err).splitlines()[0]}"})
+        return {}
+
+    metrics = run_task(lambda c: train(c)[0], cfg, on_failure=record_failure)
     value = metrics.get(cfg.get("optimized_metric"))
-    # A sweeper needs a finite objective: a diverged trial scores the worst possible F1.
+    if value is None and cfg.get("train"):
+        # A sweeper needs a finite objective: a failed or diverged trial scores the worst possible F1.
+        return 0.0
     return None if value is None else (value if math.isfinite(value) else 0.0)
 
 

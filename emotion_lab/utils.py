@@ -10,10 +10,10 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from emotion_lab.errors import UserInputError
@@ -42,7 +42,9 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = value if isinstance(value, (int, float, str, bool)) else str(value)
 
 
-def log_hyperparameters(cfg: DictConfig, model: L.LightningModule, trainer: L.Trainer, metrics: dict[str, float]) -> None:
+def log_hyperparameters(
+    cfg: DictConfig, model: L.LightningModule, trainer: L.Trainer, metrics: dict[str, float]
+) -> None:
     """Send the run's settings with its final metrics to TensorBoard's hparams view."""
     config = OmegaConf.to_container(cfg, resolve=True)
     params: dict[str, Any] = {}
@@ -69,11 +71,13 @@ def _user_error(err: BaseException) -> UserInputError | None:
     return None
 
 
-def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig, failed_value: Any = None) -> Any:
+def run_task(
+    task: Callable[[DictConfig], Any], cfg: DictConfig, on_failure: Callable[[Exception], Any] | None = None
+) -> Any:
     """Run an entry point's task; a user error becomes one clear message instead of a traceback.
 
     In a single run the process exits with status 2. In a multirun the trial is logged as failed
-    and `failed_value` is returned, so one bad combination does not end the sweep.
+    and `on_failure(error)` is returned, so one bad combination does not end the sweep.
     """
     try:
         return task(cfg)
@@ -84,5 +88,5 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig, failed_value: A
         multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
         log.error("%s%s", "trial failed: " if multirun else "", user_error)
         if multirun:
-            return failed_value
+            return on_failure(user_error) if on_failure else None
         sys.exit(2)

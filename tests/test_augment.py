@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 
-from emotion_lab.data.datamodule import EmotionDataModule
 from emotion_lab.data import wordnet as wordnet_module
 from emotion_lab.data.augment import SynonymAugmenter
+from emotion_lab.data.datamodule import EmotionDataModule
 from emotion_lab.data.wordnet import WordNetMissingError, load_wordnet, prepare_from_debian
 
 
@@ -25,8 +25,11 @@ def test_synonyms_come_from_the_words_own_synset(augmenter):
         synonyms = augmenter.synonyms(word)
         assert synonyms, word
         # Every candidate shares one synset with the word: one meaning, no drift across senses.
-        shared = [s for s in wn.synsets(word) if word in s.lemma_names()
-                  and all(c.replace(" ", "_") in s.lemma_names() for c in synonyms)]
+        shared = [
+            s
+            for s in wn.synsets(word)
+            if word in s.lemma_names() and all(c.replace(" ", "_") in s.lemma_names() for c in synonyms)
+        ]
         assert shared, (word, synonyms)
 
 
@@ -50,7 +53,9 @@ def test_n_limits_the_replacements(augmenter):
     text = "i feel amazed and scared and lonely about the furious crowd"
     for seed in range(10):
         out, count = augmenter.augment_text(text, random.Random(seed))
-        changed = sum(a != b for a, b in zip(text.split(), out.split())) if len(out.split()) == len(text.split()) else count
+        changed = (
+            sum(a != b for a, b in zip(text.split(), out.split())) if len(out.split()) == len(text.split()) else count
+        )
         assert count == 2 and changed <= 2
 
 
@@ -62,8 +67,9 @@ def test_unusable_input_comes_back_unchanged(augmenter, text):
 
 
 def test_same_seed_same_set_other_seed_other_set():
-    train = Dataset.from_dict({"text": ["i feel amazed today", "i feel scared and lonely", "the furious crowd"] * 5,
-                               "label": [5, 4, 3] * 5})
+    train = Dataset.from_dict(
+        {"text": ["i feel amazed today", "i feel scared and lonely", "the furious crowd"] * 5, "label": [5, 4, 3] * 5}
+    )
 
     def augmented(seed):
         return SynonymAugmenter(copies=2, n=1, seed=seed).augment_dataset(train)["text"]
@@ -86,8 +92,8 @@ def test_only_the_training_split_is_augmented(data_dir, tiny_encoder):
         assert augmented.datasets[split].with_format(None)["text"] == plain.datasets[split].with_format(None)["text"]
     train_texts = augmented.datasets["train"].with_format(None)
     originals = set(plain.datasets["train"].with_format(None)["text"])
-    added = [(t, l) for t, l in zip(train_texts["text"], train_texts["label"]) if t not in originals]
-    assert added and all(0 <= l < 6 for _, l in added)
+    added = [(text, label) for text, label in zip(train_texts["text"], train_texts["label"]) if text not in originals]
+    assert added and all(0 <= label < 6 for _, label in added)
 
 
 def test_disabled_augmenter_is_not_used(data_dir, tiny_encoder):
@@ -116,7 +122,7 @@ def test_preparation_from_debian_is_complete_and_readable(tmp_path, monkeypatch)
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
     reader = WordNetCorpusReader(str(corpus), None)
-    assert "enraged" in {l for s in reader.synsets("furious") for l in s.lemma_names()}
+    assert "enraged" in {name for s in reader.synsets("furious") for name in s.lemma_names()}
     assert not list(Path(tmp_path, "corpora").glob(".wordnet-*"))  # no staging folder left behind
 
 

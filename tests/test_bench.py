@@ -8,9 +8,20 @@ from emotion_lab.bench import BenchConfigError, check_validation_only, compose_t
 
 @pytest.mark.slow
 def test_quick_bench_writes_every_row(tmp_path, data_dir, tiny_encoder):
-    code = main(["--quick", "--seeds", "1", "--out", str(tmp_path), f"data.dir={data_dir}",
-                 f"model.net.encoder_name={tiny_encoder}",
-                 "trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "logger=csv"])
+    code = main(
+        [
+            "--quick",
+            "--seeds",
+            "1",
+            "--out",
+            str(tmp_path),
+            f"data.dir={data_dir}",
+            f"model.net.encoder_name={tiny_encoder}",
+            "trainer.enable_progress_bar=false",
+            "callbacks.progress_bar=null",
+            "logger=csv",
+        ]
+    )
     assert code == 0
     results = json.loads((tmp_path / "results.json").read_text())
     rows = {r["row"]: r for r in results["rows"]}

@@ -1,11 +1,16 @@
-from pathlib import Path
-
 import pytest
 import torch
 
 from emotion_lab.data import LABELS
 from emotion_lab.data.datamodule import EmotionDataModule
-from emotion_lab.data.sources import DATA_DIR_ENV, DataFormatError, DataSourceError, load_splits, read_split_file, resolve_data_dir
+from emotion_lab.data.sources import (
+    DATA_DIR_ENV,
+    DataFormatError,
+    DataSourceError,
+    load_splits,
+    read_split_file,
+    resolve_data_dir,
+)
 from tests.conftest import write_split_files
 
 
@@ -23,7 +28,11 @@ def test_read_split_file_maps_labels_and_keeps_semicolons_in_text(tmp_path):
 
 @pytest.mark.parametrize(
     "line, problem",
-    [("i feel sad sadness", "no ';'"), ("i feel sad;melancholy", "unknown label 'melancholy'"), (" ;joy", "empty text")],
+    [
+        ("i feel sad sadness", "no ';'"),
+        ("i feel sad;melancholy", "unknown label 'melancholy'"),
+        (" ;joy", "empty text"),
+    ],
 )
 def test_bad_line_names_file_and_line(tmp_path, line, problem):
     path = tmp_path / "val.txt"
@@ -93,8 +102,11 @@ def test_batches_are_padded_per_batch_with_a_matching_mask(datamodule):
 
 @pytest.mark.parametrize("split", ["train", "validation", "test"])
 def test_every_example_is_seen_exactly_once_per_epoch(datamodule, split):
-    loader = {"train": datamodule.train_dataloader, "validation": datamodule.val_dataloader,
-              "test": datamodule.test_dataloader}[split]()
+    loader = {
+        "train": datamodule.train_dataloader,
+        "validation": datamodule.val_dataloader,
+        "test": datamodule.test_dataloader,
+    }[split]()
     labels = torch.cat([b["labels"] for b in loader])
     assert sorted(labels.tolist()) == sorted(datamodule.datasets[split].with_format(None)["label"])
 

@@ -47,7 +47,10 @@ def test_ablations_drop_their_layer_and_keep_padding_invariance(ablation, tiny_e
     assert (net.lstm is None) == ("lstm_layers" in ablation)
     assert (net.attention is None) == ("attn_heads" in ablation)
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    padded = torch.cat([ids, torch.zeros(3, 5, dtype=ids.dtype)], 1), torch.cat([mask, torch.zeros(3, 5, dtype=mask.dtype)], 1)
+    padded = (
+        torch.cat([ids, torch.zeros(3, 5, dtype=ids.dtype)], 1),
+        torch.cat([mask, torch.zeros(3, 5, dtype=mask.dtype)], 1),
+    )
     with torch.no_grad():
         assert torch.allclose(net(ids, mask), net(*padded), atol=1e-5)
 

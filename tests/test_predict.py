@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,9 +22,16 @@ def trained(tmp_path_factory, data_dir, tiny_encoder):
     out = tmp_path_factory.mktemp("run")
     cfg = compose_config(
         "train",
-        [f"model.net.encoder_name={tiny_encoder}", "model.net.lstm_hidden=16", f"data.dir={data_dir}",
-         "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "callbacks.progress_bar=null",
-         "logger=csv", "trainer.num_sanity_val_steps=0"],
+        [
+            f"model.net.encoder_name={tiny_encoder}",
+            "model.net.lstm_hidden=16",
+            f"data.dir={data_dir}",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            "callbacks.progress_bar=null",
+            "logger=csv",
+            "trainer.num_sanity_val_steps=0",
+        ],
         out,
     )
     metrics, objects = train(cfg)
@@ -39,7 +45,9 @@ def predictor(trained):
 
 def test_export_round_trip_gives_the_checkpoints_logits(trained, tmp_path):
     folder = export(trained["ckpt"], tmp_path / "model")
-    assert {"model.safetensors", "emotion_lab.json", "README.md", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+    assert {"model.safetensors", "emotion_lab.json", "README.md", "tokenizer.json"} <= {
+        p.name for p in folder.iterdir()
+    }
     assert "test/f1_weighted" in (folder / "README.md").read_text()
     loaded = EmotionPredictor.from_pretrained(folder)
     reference = load_classifier(trained["ckpt"])
@@ -70,7 +78,9 @@ def test_checkpoint_and_folder_predict_alike(trained, predictor):
 
 def test_loop_answers_each_line_and_stops_at_exit(predictor):
     out = io.StringIO()
-    answered = interactive(predictor, stdin=io.StringIO("i feel happy\n\n   \ni am sad\nexit\nnever read\n"), stdout=out)
+    answered = interactive(
+        predictor, stdin=io.StringIO("i feel happy\n\n   \ni am sad\nexit\nnever read\n"), stdout=out
+    )
     lines = out.getvalue().splitlines()
     assert answered == 2
     assert lines[0].startswith("emotion_lab ready")
@@ -90,8 +100,10 @@ def test_loop_ends_cleanly_at_eof_and_survives_odd_input(predictor):
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_batch_outputs_one_row_per_input_line(trained, tmp_path, fmt, capsys):
     source = tmp_path / "in.txt"
-    source.write_bytes("i feel happy\n\ni am scared \xff of it\n".encode("utf-8", "surrogateescape")
-                       .replace(b"\xc3\xbf", b"\xff") + b"wow\n")
+    source.write_bytes(
+        "i feel happy\n\ni am scared \xff of it\n".encode("utf-8", "surrogateescape").replace(b"\xc3\xbf", b"\xff")
+        + b"wow\n"
+    )
     output = tmp_path / f"out.{fmt}"
     assert main([str(trained["out"] / "model"), "--input", str(source), "--output", str(output)]) == 0
     if fmt == "csv":
@@ -113,7 +125,9 @@ def test_batch_reads_csv_and_jsonl_text_columns(trained, tmp_path):
         out = tmp_path / f"{name}.out.jsonl"
         assert main([model, "--input", str(tmp_path / name), "--text-column", "sentence", "--output", str(out)]) == 0
         assert [json.loads(line)["text"] for line in out.read_text().splitlines()] == [
-            "i feel happy, really" if name == "in.csv" else "i feel happy", "i am sad"]
+            "i feel happy, really" if name == "in.csv" else "i feel happy",
+            "i am sad",
+        ]
 
 
 def test_bad_inputs_and_models_are_one_line_errors(trained, tmp_path, capsys):
@@ -139,7 +153,11 @@ def test_bad_inputs_and_models_are_one_line_errors(trained, tmp_path, capsys):
 def test_cli_loop_through_a_pipe(trained):
     result = subprocess.run(
         [sys.executable, "-m", "emotion_lab.predict", str(trained["out"] / "model")],
-        input="i feel happy\nexit\n", capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT,
+        input="i feel happy\nexit\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=PROJECT_ROOT,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 0, result.stderr[-2000:]

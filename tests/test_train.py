@@ -50,8 +50,11 @@ def test_training_writes_the_run_folder_and_evaluate_reproduces_the_test(tiny_tr
 
     best = objects["trainer"].checkpoint_callback.best_model_path
     assert Path(best).is_file() and (out / "checkpoints" / "last.ckpt").is_file()
-    eval_cfg = compose_config("evaluate", [f"ckpt_path={best}", f"data.dir={tiny_train_cfg.data.dir}",
-                                           "trainer.enable_progress_bar=false"], tmp_path / "eval")
+    eval_cfg = compose_config(
+        "evaluate",
+        [f"ckpt_path={best}", f"data.dir={tiny_train_cfg.data.dir}", "trainer.enable_progress_bar=false"],
+        tmp_path / "eval",
+    )
     eval_metrics, _ = evaluate(eval_cfg)
     assert eval_metrics["test/f1_weighted"] == pytest.approx(metrics["test/f1_weighted"], abs=1e-6)
 
@@ -60,16 +63,26 @@ def test_training_writes_the_run_folder_and_evaluate_reproduces_the_test(tiny_tr
     batch = next(iter(objects["datamodule"].test_dataloader()))
     trained = type(reloaded).load_from_checkpoint(best, net=reloaded.net, weights_only=True).eval()
     with torch.no_grad():
-        assert torch.allclose(reloaded(batch["input_ids"], batch["attention_mask"]),
-                              trained(batch["input_ids"], batch["attention_mask"]), atol=1e-6)
+        assert torch.allclose(
+            reloaded(batch["input_ids"], batch["attention_mask"]),
+            trained(batch["input_ids"], batch["attention_mask"]),
+            atol=1e-6,
+        )
 
 
 def test_encoder_linear_variant_and_ce_loss_train(tiny_train_cfg, tiny_encoder):
     cfg = compose_config(
         "train",
-        ["model/net=encoder_linear", f"model.net.encoder_name={tiny_encoder}", "loss=ce",
-         f"data.dir={tiny_train_cfg.data.dir}", "trainer.fast_dev_run=true", "logger=csv",
-         "trainer.enable_progress_bar=false", "callbacks.progress_bar=null"],
+        [
+            "model/net=encoder_linear",
+            f"model.net.encoder_name={tiny_encoder}",
+            "loss=ce",
+            f"data.dir={tiny_train_cfg.data.dir}",
+            "trainer.fast_dev_run=true",
+            "logger=csv",
+            "trainer.enable_progress_bar=false",
+            "callbacks.progress_bar=null",
+        ],
         Path(tiny_train_cfg.paths.output_dir),
     )
     assert cfg.model.loss.gamma == 0.0
@@ -120,15 +133,25 @@ def test_two_trial_multirun(tmp_path, data_dir, tiny_encoder):
     GlobalHydra.instance().clear()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     cmd = [
-        sys.executable, "-m", "emotion_lab.train", "-m", "debug=fdr",
-        "model.net.lstm_hidden=8,16", f"model.net.encoder_name={tiny_encoder}", f"data.dir={data_dir}",
-        f"paths.log_dir={tmp_path}", "trainer.enable_progress_bar=false", "callbacks.progress_bar=null",
+        sys.executable,
+        "-m",
+        "emotion_lab.train",
+        "-m",
+        "debug=fdr",
+        "model.net.lstm_hidden=8,16",
+        f"model.net.encoder_name={tiny_encoder}",
+        f"data.dir={data_dir}",
+        f"paths.log_dir={tmp_path}",
+        "trainer.enable_progress_bar=false",
+        "callbacks.progress_bar=null",
     ]
     result = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     trials = sorted((tmp_path / "train" / "multiruns").glob("*/[0-9]*"))
     assert [t.name for t in trials] == ["0", "1"]
-    hidden = [json.loads((t / "metrics.json").read_text()) and (t / ".hydra" / "overrides.yaml").read_text() for t in trials]
+    hidden = [
+        json.loads((t / "metrics.json").read_text()) and (t / ".hydra" / "overrides.yaml").read_text() for t in trials
+    ]
     assert "lstm_hidden=8" in hidden[0] and "lstm_hidden=16" in hidden[1]
 
 

@@ -32,6 +32,7 @@ from datasets import Dataset, concatenate_datasets
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from emotion_lab.data.wordnet import load_wordnet
+from emotion_lab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,11 @@ class SynonymAugmenter:
         protected_words: Iterable[str] = (),
     ) -> None:
         if copies < 0:
-            raise ValueError(f"data.augment.copies={copies}: must be >= 0 (0 = off)")
+            raise ConfigError(f"data.augment.copies={copies}: must be >= 0 (0 = off)")
         if p is None and n < 1:
-            raise ValueError(f"data.augment.n={n}: must be >= 1 (or set data.augment.p)")
+            raise ConfigError(f"data.augment.n={n}: must be >= 1 (or set data.augment.p)")
         if p is not None and not 0.0 < p <= 1.0:
-            raise ValueError(f"data.augment.p={p}: must be in (0, 1]")
+            raise ConfigError(f"data.augment.p={p}: must be in (0, 1]")
         self.enabled = enabled and copies > 0
         self.copies, self.n, self.p, self.seed = copies, n, p, seed
         self.protected = DEFAULT_PROTECTED | {w.lower() for w in protected_words}
@@ -100,9 +101,7 @@ class SynonymAugmenter:
         # max() keeps the first of equal counts: WordNet lists a word's senses most frequent first.
         sense = max(senses, key=lambda s: next(lemma.count() for lemma in s.lemmas() if lemma.name() == word))
         return tuple(
-            lemma.replace("_", " ")
-            for lemma in sense.lemma_names()
-            if lemma != word and _PLAIN_LEMMA.match(lemma)
+            lemma.replace("_", " ") for lemma in sense.lemma_names() if lemma != word and _PLAIN_LEMMA.match(lemma)
         )
 
     def augment_text(self, text: str, rng: random.Random) -> tuple[str, int]:
@@ -139,7 +138,11 @@ class SynonymAugmenter:
         log.info(
             "augmentation: %d new sentences from %d originals x %d copies, %d words replaced, "
             "%d copies dropped as unchanged (no eligible word)",
-            len(new_texts), len(texts), self.copies, replaced, unchanged,
+            len(new_texts),
+            len(texts),
+            self.copies,
+            replaced,
+            unchanged,
         )
         self.stats = {"added": len(new_texts), "words_replaced": replaced, "unchanged": unchanged}
         if not new_texts:

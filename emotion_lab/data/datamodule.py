@@ -14,6 +14,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from emotion_lab.data.labels import LABELS
 from emotion_lab.data.sources import load_splits
+from emotion_lab.errors import ConfigError
 from emotion_lab.models.encoder import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,9 @@ class EmotionDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if max_length < 8:
-            raise ValueError(f"data.max_length={max_length}: must be at least 8 word-pieces")
+            raise ConfigError(f"data.max_length={max_length}: must be at least 8 word-pieces")
         if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"data.batch_size={batch_size}, data.eval_batch_size={eval_batch_size}: must be >= 1")
+            raise ConfigError(f"data.batch_size={batch_size}, data.eval_batch_size={eval_batch_size}: must be >= 1")
         # Plain types only: checkpoints must load with torch.load(weights_only=True).
         fallback_dirs = [str(d) for d in fallback_dirs]
         self.save_hyperparameters(ignore=["augment"], logger=False)
@@ -124,5 +125,7 @@ class EmotionDataModule(L.LightningDataModule):
     @property
     def class_counts(self) -> list[int]:
         """Training-split count per label id (for inverse-frequency loss weights)."""
-        counts = torch.bincount(torch.as_tensor(self.datasets["train"].with_format(None)["label"]), minlength=len(LABELS))
+        counts = torch.bincount(
+            torch.as_tensor(self.datasets["train"].with_format(None)["label"]), minlength=len(LABELS)
+        )
         return counts.tolist()

@@ -19,7 +19,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 
 from emotion_lab.data.labels import LABEL2ID, LABELS
-from emotion_lab.errors import UserInputError
+from emotion_lab.errors import ConfigError, UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def read_split_file(path: Path, on_bad_line: str = "error") -> SplitReadResult:
     records why (the caller logs the count).
     """
     if on_bad_line not in ("error", "skip"):
-        raise ValueError(f"data.on_bad_line={on_bad_line!r}: allowed values are 'error' and 'skip'")
+        raise ConfigError(f"data.on_bad_line={on_bad_line!r}: allowed values are 'error' and 'skip'")
     result = SplitReadResult()
     with open(path, encoding="utf-8", errors="strict") as handle:
         try:
@@ -74,7 +74,9 @@ def read_split_file(path: Path, on_bad_line: str = "error") -> SplitReadResult:
         if problem:
             where = f"{path}:{line_no}: {problem}"
             if on_bad_line == "error":
-                raise DataFormatError(f"{where}\n  line: {line[:120]!r}\n  (set data.on_bad_line=skip to drop such lines)")
+                raise DataFormatError(
+                    f"{where}\n  line: {line[:120]!r}\n  (set data.on_bad_line=skip to drop such lines)"
+                )
             result.skipped.append(where)
             continue
         result.texts.append(text)
@@ -117,7 +119,9 @@ def load_hub_splits(hub_id: str) -> DatasetDict:
     return DatasetDict({split: loaded[split].select_columns(["text", "label"]) for split in SPLITS})
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None, fallback_dirs: Sequence[str | os.PathLike] = ()) -> Path | None:
+def resolve_data_dir(
+    data_dir: str | os.PathLike | None, fallback_dirs: Sequence[str | os.PathLike] = ()
+) -> Path | None:
     """The local folder to read, or None to use the hub."""
     if data_dir is not None:
         path = Path(data_dir).expanduser()

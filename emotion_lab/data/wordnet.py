@@ -30,8 +30,20 @@ log = logging.getLogger(__name__)
 DEBIAN_WORDNET_DIR = Path("/usr/share/wordnet")
 NLTK_DATA_ENV = "EMOTION_LAB_NLTK_DATA"
 WORDNET_FILES = (
-    "cntlist.rev", "index.sense", "index.adj", "index.adv", "index.noun", "index.verb",
-    "data.adj", "data.adv", "data.noun", "data.verb", "adj.exc", "adv.exc", "noun.exc", "verb.exc",
+    "cntlist.rev",
+    "index.sense",
+    "index.adj",
+    "index.adv",
+    "index.noun",
+    "index.verb",
+    "data.adj",
+    "data.adv",
+    "data.noun",
+    "data.verb",
+    "adj.exc",
+    "adv.exc",
+    "noun.exc",
+    "verb.exc",
 )
 # WordNet 3.0's lexicographer files in file-number order (lexnames(5WN)); the syntactic category
 # column follows from the prefix.

@@ -20,7 +20,7 @@ from torchmetrics.wrappers import ClasswiseWrapper
 from transformers import get_scheduler
 
 from emotion_lab.data.labels import ID2LABEL, LABELS, NUM_CLASSES
-from emotion_lab.errors import ModelLoadError
+from emotion_lab.errors import ConfigError, ModelLoadError
 from emotion_lab.losses import build_loss
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -35,7 +35,9 @@ def stage_metrics(stage: str) -> MetricCollection:
             f"{stage}/f1_weighted": MulticlassF1Score(NUM_CLASSES, average="weighted"),
             f"{stage}/f1_macro": MulticlassF1Score(NUM_CLASSES, average="macro"),
             # One scalar per class in its own TensorBoard group, e.g. val_f1/love.
-            f"{stage}_f1": ClasswiseWrapper(MulticlassF1Score(NUM_CLASSES, average=None), labels, prefix=f"{stage}_f1/"),
+            f"{stage}_f1": ClasswiseWrapper(
+                MulticlassF1Score(NUM_CLASSES, average=None), labels, prefix=f"{stage}_f1/"
+            ),
             f"{stage}_precision": ClasswiseWrapper(
                 MulticlassPrecision(NUM_CLASSES, average=None), labels, prefix=f"{stage}_precision/"
             ),
@@ -69,13 +71,14 @@ class EmotionClassifier(L.LightningModule):
         optimizer = {"lr": 1e-3, "encoder_lr": 5e-5, "weight_decay": 0.01, **(optimizer or {})}
         scheduler = {"name": "linear", "warmup_ratio": 0.06, **(scheduler or {})}
         if scheduler["name"] not in SCHEDULES:
-            raise ValueError(f"model.scheduler.name={scheduler['name']!r}: allowed values are {SCHEDULES}")
+            raise ConfigError(f"model.scheduler.name={scheduler['name']!r}: allowed values are {SCHEDULES}")
         if not 0.0 <= scheduler["warmup_ratio"] < 1.0:
-            raise ValueError(f"model.scheduler.warmup_ratio={scheduler['warmup_ratio']}: must be in [0, 1)")
+            raise ConfigError(f"model.scheduler.warmup_ratio={scheduler['warmup_ratio']}: must be in [0, 1)")
         # Build once now so a bad loss option fails before training (alpha needing counts is rebuilt in setup).
         self.loss_fn = build_loss(**{**loss, "alpha": None})
-        self.save_hyperparameters({"loss": loss, "optimizer": optimizer, "scheduler": scheduler,
-                                   "net": dict(getattr(net, "config", {}))})
+        self.save_hyperparameters(
+            {"loss": loss, "optimizer": optimizer, "scheduler": scheduler, "net": dict(getattr(net, "config", {}))}
+        )
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
@@ -104,7 +107,14 @@ class EmotionClassifier(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _ = self._step(batch)
         self.train_loss(loss)
-        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch["labels"].numel())
+        self.log(
+            "train/loss",
+            self.train_loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch["labels"].numel(),
+        )
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
@@ -162,9 +172,12 @@ def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "c
         raise ModelLoadError(f"{path}: not a readable emotion_lab checkpoint ({type(err).__name__}: {err})") from None
     hparams = checkpoint.get("hyper_parameters", {})
     if "net" not in hparams or "_target_" not in hparams.get("net", {}):
-        raise ModelLoadError(f"{path}: a Lightning checkpoint without an emotion_lab network config (hyper_parameters.net)")
+        raise ModelLoadError(
+            f"{path}: a Lightning checkpoint without an emotion_lab network config (hyper_parameters.net)"
+        )
     net = hydra.utils.instantiate({**hparams["net"], "pretrained": False})
-    model = EmotionClassifier(net, loss=hparams.get("loss"), optimizer=hparams.get("optimizer"),
-                              scheduler=hparams.get("scheduler"))
+    model = EmotionClassifier(
+        net, loss=hparams.get("loss"), optimizer=hparams.get("optimizer"), scheduler=hparams.get("scheduler")
+    )
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()

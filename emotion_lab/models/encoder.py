@@ -53,14 +53,14 @@ def _load(loader, name: str, what: str, **kwargs):
         return loader(path, local_files_only=local, **kwargs)
     except (OSError, ValueError) as err:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        hint = (
-            "it is not a local folder with a config.json"
-            + (" and HF_HUB_OFFLINE is set, so the hub was not asked" if offline else ", nor a model id the hub knows")
+        first_line = str(err).splitlines()[0] if str(err) else ""
+        hint = "it is not a local folder with a config.json" + (
+            " and HF_HUB_OFFLINE is set, so the hub was not asked" if offline else ", nor a model id the hub knows"
         )
         raise EncoderNotFoundError(
             f"Cannot load the {what} of encoder {name!r}: {hint}.\n"
             f"  Use the embedded default ({DEFAULT_ENCODER!r}), a folder saved with save_pretrained(), "
-            f"or a hub id with network access.\n  ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+            f"or a hub id with network access.\n  ({type(err).__name__}: {first_line})"
         ) from None
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from emotion_lab.data.labels import NUM_CLASSES
+from emotion_lab.errors import ConfigError
 from emotion_lab.models.encoder import DEFAULT_ENCODER, load_encoder
 
 POOLING = ("mean", "max", "first", "mean_max")
@@ -102,26 +103,43 @@ class BiLSTMAttentionNet(EmotionNet):
         num_classes: int = NUM_CLASSES,
     ) -> None:
         if lstm_layers < 0 or (lstm_layers and lstm_hidden < 1):
-            raise ValueError(f"model.net.lstm_hidden={lstm_hidden}, lstm_layers={lstm_layers}: must be >= 1 (layers 0 = no LSTM)")
+            raise ConfigError(
+                f"model.net.lstm_hidden={lstm_hidden}, lstm_layers={lstm_layers}: must be >= 1 (layers 0 = no LSTM)"
+            )
         if attn_heads < 0:
-            raise ValueError(f"model.net.attn_heads={attn_heads}: must be >= 1 (0 = no attention)")
+            raise ConfigError(f"model.net.attn_heads={attn_heads}: must be >= 1 (0 = no attention)")
         if lstm_layers:
             _check_heads(attn_heads, 2 * lstm_hidden)
         if not 0.0 <= dropout < 1.0 or not 0.0 <= attn_dropout < 1.0:
-            raise ValueError(f"model.net.dropout={dropout}, attn_dropout={attn_dropout}: must be in [0, 1)")
+            raise ConfigError(f"model.net.dropout={dropout}, attn_dropout={attn_dropout}: must be in [0, 1)")
         if pooling not in POOLING:
-            raise ValueError(f"model.net.pooling={pooling!r}: allowed values are {POOLING}")
+            raise ConfigError(f"model.net.pooling={pooling!r}: allowed values are {POOLING}")
         super().__init__(encoder_name, pretrained, freeze_encoder, num_classes)
         self._record_config(
-            encoder_name=encoder_name, lstm_hidden=lstm_hidden, lstm_layers=lstm_layers, attn_heads=attn_heads,
-            dropout=dropout, attn_dropout=attn_dropout, pooling=pooling, residual_norm=residual_norm,
-            freeze_encoder=freeze_encoder, num_classes=num_classes,
+            encoder_name=encoder_name,
+            lstm_hidden=lstm_hidden,
+            lstm_layers=lstm_layers,
+            attn_heads=attn_heads,
+            dropout=dropout,
+            attn_dropout=attn_dropout,
+            pooling=pooling,
+            residual_norm=residual_norm,
+            freeze_encoder=freeze_encoder,
+            num_classes=num_classes,
         )
         width = 2 * lstm_hidden if lstm_layers else self.encoder_dim
-        self.lstm = nn.LSTM(
-            self.encoder_dim, lstm_hidden, num_layers=lstm_layers, bidirectional=True, batch_first=True,
-            dropout=dropout if lstm_layers > 1 else 0.0,
-        ) if lstm_layers else None
+        self.lstm = (
+            nn.LSTM(
+                self.encoder_dim,
+                lstm_hidden,
+                num_layers=lstm_layers,
+                bidirectional=True,
+                batch_first=True,
+                dropout=dropout if lstm_layers > 1 else 0.0,
+            )
+            if lstm_layers
+            else None
+        )
         if attn_heads:
             _check_heads(attn_heads, width)
             self.attention = nn.MultiheadAttention(width, attn_heads, dropout=attn_dropout, batch_first=True)
@@ -150,7 +168,7 @@ class BiLSTMAttentionNet(EmotionNet):
 
 def _check_heads(heads: int, width: int) -> None:
     if heads and width % heads:
-        raise ValueError(
+        raise ConfigError(
             f"model.net.attn_heads={heads} must divide the attention width {width} (2*lstm_hidden, or the "
             f"encoder width without LSTM); allowed: {[h for h in range(1, min(width, 16) + 1) if width % h == 0]}"
         )
@@ -169,12 +187,15 @@ class EncoderLinearNet(EmotionNet):
         num_classes: int = NUM_CLASSES,
     ) -> None:
         if pooling not in POOLING:
-            raise ValueError(f"model.net.pooling={pooling!r}: allowed values are {POOLING}")
+            raise ConfigError(f"model.net.pooling={pooling!r}: allowed values are {POOLING}")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.net.dropout={dropout}: must be in [0, 1)")
+            raise ConfigError(f"model.net.dropout={dropout}: must be in [0, 1)")
         super().__init__(encoder_name, pretrained, freeze_encoder, num_classes)
         self._record_config(
-            encoder_name=encoder_name, dropout=dropout, pooling=pooling, freeze_encoder=freeze_encoder,
+            encoder_name=encoder_name,
+            dropout=dropout,
+            pooling=pooling,
+            freeze_encoder=freeze_encoder,
             num_classes=num_classes,
         )
         self.pooling = pooling

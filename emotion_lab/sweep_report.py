@@ -1,0 +1,93 @@
+"""Summarise a multirun: one row per trial, best first.
+
+    python -m emotion_lab.sweep_report outputs/train/multiruns/<time>
+
+Reads each trial folder's `.hydra/overrides.yaml` and `metrics.json` and writes
+`sweep_summary.md` and `sweep_summary.csv` into the multirun folder (and prints the Markdown).
+Validation metrics are those of the checkpoint the trial selected; a trial without metrics is
+listed as incomplete, a failed one with its reason. TensorBoard's HPARAMS tab shows the same trials:
+`tensorboard --logdir MULTIRUN_DIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from emotion_lab.data.labels import LABELS
+
+COLUMNS = [
+    "trial",
+    "status",
+    "overrides",
+    "val/f1_weighted",
+    "val/f1_macro",
+    *(f"val_f1/{label}" for label in LABELS),
+    "epochs",
+    "train_seconds",
+]
+
+
+def collect(multirun_dir: Path) -> list[dict[str, Any]]:
+    trials = sorted((p for p in multirun_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    rows = []
+    for trial in trials:
+        overrides_file = trial / ".hydra" / "overrides.yaml"
+        overrides = " ".join(OmegaConf.load(overrides_file)) if overrides_file.is_file() else ""
+        metrics_file = trial / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {"status": "incomplete"}
+        rows.append(
+            {
+                "trial": int(trial.name),
+                "overrides": overrides,
+                **{k: metrics.get(k) for k in COLUMNS[3:]},
+                "status": metrics.get("status", "ok"),
+            }
+        )
+    ok = [r for r in rows if r["status"] == "ok" and r["val/f1_weighted"] is not None]
+    rest = [r for r in rows if r not in ok]
+    return sorted(ok, key=lambda r: -r["val/f1_weighted"]) + rest
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if value <= 1.0 else f"{value:.0f}"
+    return "" if value is None else str(value).replace("|", "\\|")
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    head = ["trial", "status", "overrides", "val F1 w", "val F1 macro", *LABELS, "epochs", "train s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_cell(r[c]) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("multirun_dir", type=Path)
+    args = parser.parse_args(argv)
+    if not args.multirun_dir.is_dir():
+        print(f"error: {args.multirun_dir}: not a folder (expected outputs/<task>/multiruns/<time>)", file=sys.stderr)
+        return 2
+    rows = collect(args.multirun_dir)
+    if not rows:
+        print(f"error: {args.multirun_dir}: no trial folders (0/, 1/, ...) inside", file=sys.stderr)
+        return 2
+    table = to_markdown(rows)
+    (args.multirun_dir / "sweep_summary.md").write_text(table)
+    with open(args.multirun_dir / "sweep_summary.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
