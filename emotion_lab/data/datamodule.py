@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from emotion_lab.data.feature_cache import CachedSplit, FeatureCache, collate_states
 from emotion_lab.data.labels import LABELS
 from emotion_lab.data.sources import load_splits
 from emotion_lab.errors import ConfigError
@@ -43,6 +44,7 @@ class EmotionDataModule(L.LightningDataModule):
         num_workers: int = 0,
         limit_per_split: int | None = None,
         augment=None,
+        feature_cache: dict | None = None,
         seed: int = 42,
     ) -> None:
         super().__init__()
@@ -52,10 +54,12 @@ class EmotionDataModule(L.LightningDataModule):
             raise ConfigError(f"data.batch_size={batch_size}, data.eval_batch_size={eval_batch_size}: must be >= 1")
         # Plain types only: checkpoints must load with torch.load(weights_only=True).
         fallback_dirs = [str(d) for d in fallback_dirs]
+        feature_cache = dict(feature_cache or {})
         self.save_hyperparameters(ignore=["augment"], logger=False)
         self.augmenter = augment if augment is not None and augment.enabled else None
         self.tokenizer = None
         self.datasets: DatasetDict | None = None
+        self.cached: dict[str, CachedSplit] | None = None
         self.source: str | None = None
 
     def prepare_data(self) -> None:
@@ -85,6 +89,19 @@ class EmotionDataModule(L.LightningDataModule):
         self.lengths = {split: [len(ids) for ids in data["input_ids"]] for split, data in self.datasets.items()}
         self.datasets.set_format("torch", columns=["input_ids", "attention_mask", "label"])
         self.collator = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
+        if self.uses_feature_cache:
+            cache = FeatureCache(
+                hp.feature_cache["dir"], hp.tokenizer_name, hp.feature_cache.get("layer", -1), hp.max_length
+            )
+            plain = self.datasets.with_format(None)
+            self.cached = {
+                split: cache.get(split, list(data["input_ids"]), list(data["label"])) for split, data in plain.items()
+            }
+
+    @property
+    def uses_feature_cache(self) -> bool:
+        """Batches carry cached encoder states (`hidden`) instead of token ids."""
+        return bool(self.hparams.feature_cache.get("enabled"))
 
     def _collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
         batch = self.collator([{k: f[k] for k in ("input_ids", "attention_mask")} for f in features])
@@ -92,7 +109,9 @@ class EmotionDataModule(L.LightningDataModule):
         return batch
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        data, lengths = self.datasets[split], self.lengths[split]
+        data, lengths, collate = self.datasets[split], self.lengths[split], self._collate
+        if self.cached is not None:
+            data, collate = self.cached[split], collate_states
         batch_size = self.hparams.batch_size if shuffle else self.hparams.eval_batch_size
         if shuffle and self.hparams.group_by_length:
             # One generator per loader: each epoch's permutation advances it, so epochs differ, yet a
@@ -108,7 +127,7 @@ class EmotionDataModule(L.LightningDataModule):
             data,
             batch_size=batch_size,
             sampler=sampler,
-            collate_fn=self._collate,
+            collate_fn=collate,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
         )

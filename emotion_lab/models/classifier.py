@@ -87,15 +87,23 @@ class EmotionClassifier(L.LightningModule):
         self.val_f1_best = MaxMetric()
 
     def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if getattr(datamodule, "uses_feature_cache", False) and not getattr(self.net, "freeze_encoder", False):
+            raise ConfigError(
+                "data.feature_cache.enabled=true trains the head on cached encoder states: the encoder cannot "
+                "learn, so set model.net.freeze_encoder=true (or use experiment=cached_head)"
+            )
         if self.hparams.loss.get("alpha") not in (None, "none"):
-            datamodule = getattr(self.trainer, "datamodule", None)
             self.loss_fn = build_loss(**self.hparams.loss, class_counts=getattr(datamodule, "class_counts", None))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.net(input_ids, attention_mask)
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self(batch["input_ids"], batch["attention_mask"])
+        if "hidden" in batch:  # cached encoder states: only the head runs
+            logits = self.net.head(batch["hidden"], batch["attention_mask"])
+        else:
+            logits = self(batch["input_ids"], batch["attention_mask"])
         return self.loss_fn(logits, batch["labels"]), logits
 
     def on_train_start(self) -> None:

@@ -1,0 +1,96 @@
+import logging
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from emotion_lab.data.datamodule import EmotionDataModule
+from emotion_lab.data.feature_cache import FeatureCache, collate_states
+from emotion_lab.models.networks import BiLSTMAttentionNet
+from emotion_lab.train import train
+from tests.conftest import compose_config
+
+IDS = [[101, 1045, 2514, 3407, 102], [101, 2572, 102], [101, 1045, 2572, 2061, 6015, 1997, 2009, 102]]
+LABELS = [1, 0, 4]
+
+
+def entries(folder):
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def test_hit_and_miss(tmp_path, tiny_encoder, caplog):
+    caplog.set_level(logging.INFO)
+    cache = FeatureCache(str(tmp_path), tiny_encoder)
+    first = cache.get("train", IDS, LABELS)
+    assert first.lengths == [5, 3, 8] and first.states.dtype == torch.float16 and first.labels.tolist() == LABELS
+    cache.get("train", IDS, LABELS)
+    assert "feature cache hit" in caplog.text and len(entries(tmp_path)) == 1
+    # Any change that alters the states gives a new entry, never the stale one.
+    FeatureCache(str(tmp_path), tiny_encoder, max_length=64).get("train", IDS, LABELS)
+    FeatureCache(str(tmp_path), tiny_encoder, layer=1).get("train", IDS, LABELS)
+    cache.get("train", IDS[:2], LABELS[:2])
+    cache.get("train", IDS, [1, 0, 5])
+    assert len(entries(tmp_path)) == 5
+
+
+def test_lower_layer_states_differ_from_the_last(tmp_path, tiny_encoder):
+    last = FeatureCache(str(tmp_path), tiny_encoder).get("train", IDS, LABELS)
+    first_layer = FeatureCache(str(tmp_path), tiny_encoder, layer=1).get("train", IDS, LABELS)
+    assert last.states.shape == first_layer.states.shape
+    assert not torch.allclose(last.states.float(), first_layer.states.float())
+    with pytest.raises(ValueError, match="feature_cache.layer=7"):
+        FeatureCache(str(tmp_path), tiny_encoder, layer=7).get("train", IDS, LABELS)
+
+
+def test_unreadable_cache_is_rebuilt_not_trusted(tmp_path, tiny_encoder, caplog):
+    cache = FeatureCache(str(tmp_path), tiny_encoder)
+    good = cache.get("train", IDS, LABELS).states.clone()  # loaded tensors map the file: copy before corrupting it
+    (entry,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    (entry / "states.safetensors").write_bytes(b"truncated")
+    rebuilt = cache.get("train", IDS, LABELS)
+    assert "unusable" in caplog.text and torch.equal(rebuilt.states, good)
+    (entry / "meta.json").write_text('{"format": 0, "key": "other"}')
+    cache.get("train", IDS, LABELS)
+    assert caplog.text.count("unusable") == 2
+
+
+def test_cached_and_uncached_logits_agree(tmp_path, data_dir, tiny_encoder):
+    torch.manual_seed(0)
+    net = BiLSTMAttentionNet(tiny_encoder, lstm_hidden=8, attn_heads=2, freeze_encoder=True).eval()
+    plain = EmotionDataModule(tiny_encoder, dir=str(data_dir), eval_batch_size=7)
+    plain.setup()
+    cached = EmotionDataModule(tiny_encoder, dir=str(data_dir), eval_batch_size=7,
+                               feature_cache={"enabled": True, "dir": str(tmp_path)})
+    cached.setup()
+    with torch.no_grad():
+        for a, b in zip(plain.val_dataloader(), cached.val_dataloader()):
+            assert torch.equal(a["labels"], b["labels"])
+            hidden, mask = net.encode(a["input_ids"], a["attention_mask"])
+            from_cache = net.head(b["hidden"], b["attention_mask"])
+            # The cached path is the uncached one on fp16-rounded states (the cache encodes in other
+            # batches, so padding changes the fp32 states in the last bits before rounding) ...
+            assert torch.allclose(from_cache, net.head(hidden.half().float(), mask), atol=1e-4)
+            # ... and fp16 rounding moves the logits by about 1e-4 (LayerNorm-scaled states ~1).
+            assert torch.allclose(from_cache, net(a["input_ids"], a["attention_mask"]), atol=1e-3)
+
+
+def test_collate_pads_and_masks():
+    batch = collate_states([(torch.ones(2, 4, dtype=torch.float16), torch.tensor(1)),
+                            (torch.ones(5, 4, dtype=torch.float16), torch.tensor(3))])
+    assert batch["hidden"].shape == (2, 5, 4) and batch["hidden"].dtype == torch.float32
+    assert batch["attention_mask"].tolist() == [[1, 1, 0, 0, 0], [1] * 5] and batch["hidden"][0, 2:].abs().sum() == 0
+
+
+def test_cached_head_experiment_trains(tmp_path, data_dir, tiny_encoder):
+    cfg = compose_config("train", ["experiment=cached_head", f"model.net.encoder_name={tiny_encoder}",
+                                   "model.net.lstm_hidden=8", f"data.dir={data_dir}", f"paths.log_dir={tmp_path}",
+                                   "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+                                   "callbacks.progress_bar=null", "logger=csv"], tmp_path / "run")
+    metrics, objects = train(cfg)
+    assert objects["datamodule"].cached is not None and "test/f1_weighted" in metrics
+    encoder_before = {k: v.clone() for k, v in objects["model"].net.encoder.state_dict().items()}
+    with open_dict(cfg):
+        cfg.model.net.freeze_encoder = False
+    with pytest.raises(ValueError, match="freeze_encoder=true"):
+        train(cfg)
+    assert all(torch.equal(v, objects["model"].net.encoder.state_dict()[k]) for k, v in encoder_before.items())
