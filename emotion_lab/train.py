@@ -24,6 +24,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import hydra
 import lightning as L
+import torch
 from omegaconf import DictConfig
 
 from emotion_lab.config import CONFIG_DIR
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Seed, build, fit, then test the best checkpoint. Returns (metrics, objects)."""
     L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(cfg.torch_threads)
     output_dir = Path(cfg.paths.output_dir)
 
     log.info("data: %s", cfg.data._target_)

@@ -74,6 +74,7 @@ def test_grid_sweep_with_joblib_launcher_and_summary(tmp_path, data_dir, tiny_en
             "-m",
             "hydra/launcher=joblib",
             "hydra.launcher.n_jobs=2",
+            "torch_threads=1",
             "model.net.lstm_hidden=8",
             "model.net.attn_heads=2,3",
             *tiny(tmp_path, data_dir, tiny_encoder),
