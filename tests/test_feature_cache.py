@@ -59,8 +59,9 @@ def test_cached_and_uncached_logits_agree(tmp_path, data_dir, tiny_encoder):
     net = BiLSTMAttentionNet(tiny_encoder, lstm_hidden=8, attn_heads=2, freeze_encoder=True).eval()
     plain = EmotionDataModule(tiny_encoder, dir=str(data_dir), eval_batch_size=7)
     plain.setup()
-    cached = EmotionDataModule(tiny_encoder, dir=str(data_dir), eval_batch_size=7,
-                               feature_cache={"enabled": True, "dir": str(tmp_path)})
+    cached = EmotionDataModule(
+        tiny_encoder, dir=str(data_dir), eval_batch_size=7, feature_cache={"enabled": True, "dir": str(tmp_path)}
+    )
     cached.setup()
     with torch.no_grad():
         for a, b in zip(plain.val_dataloader(), cached.val_dataloader()):
@@ -75,17 +76,32 @@ def test_cached_and_uncached_logits_agree(tmp_path, data_dir, tiny_encoder):
 
 
 def test_collate_pads_and_masks():
-    batch = collate_states([(torch.ones(2, 4, dtype=torch.float16), torch.tensor(1)),
-                            (torch.ones(5, 4, dtype=torch.float16), torch.tensor(3))])
+    batch = collate_states(
+        [
+            (torch.ones(2, 4, dtype=torch.float16), torch.tensor(1)),
+            (torch.ones(5, 4, dtype=torch.float16), torch.tensor(3)),
+        ]
+    )
     assert batch["hidden"].shape == (2, 5, 4) and batch["hidden"].dtype == torch.float32
     assert batch["attention_mask"].tolist() == [[1, 1, 0, 0, 0], [1] * 5] and batch["hidden"][0, 2:].abs().sum() == 0
 
 
 def test_cached_head_experiment_trains(tmp_path, data_dir, tiny_encoder):
-    cfg = compose_config("train", ["experiment=cached_head", f"model.net.encoder_name={tiny_encoder}",
-                                   "model.net.lstm_hidden=8", f"data.dir={data_dir}", f"paths.log_dir={tmp_path}",
-                                   "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-                                   "callbacks.progress_bar=null", "logger=csv"], tmp_path / "run")
+    cfg = compose_config(
+        "train",
+        [
+            "experiment=cached_head",
+            f"model.net.encoder_name={tiny_encoder}",
+            "model.net.lstm_hidden=8",
+            f"data.dir={data_dir}",
+            f"paths.log_dir={tmp_path}",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            "callbacks.progress_bar=null",
+            "logger=csv",
+        ],
+        tmp_path / "run",
+    )
     metrics, objects = train(cfg)
     assert objects["datamodule"].cached is not None and "test/f1_weighted" in metrics
     encoder_before = {k: v.clone() for k, v in objects["model"].net.encoder.state_dict().items()}

@@ -154,8 +154,15 @@ class FeatureCache:
         try:
             tensors = {"states": states, "offsets": offsets, "labels": torch.tensor(labels, dtype=torch.long)}
             save_file(tensors, staging / "states.safetensors")
-            meta = {"format": CACHE_FORMAT, "key": key, "encoder": self.encoder_name, "layer": self.layer,
-                    "max_length": self.max_length, "sentences": len(labels), "tokens": int(offsets[-1])}
+            meta = {
+                "format": CACHE_FORMAT,
+                "key": key,
+                "encoder": self.encoder_name,
+                "layer": self.layer,
+                "max_length": self.max_length,
+                "sentences": len(labels),
+                "tokens": int(offsets[-1]),
+            }
             (staging / "meta.json").write_text(json.dumps(meta, indent=2))
             try:
                 staging.rename(folder)
