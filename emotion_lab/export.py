@@ -55,6 +55,7 @@ def export(
         # A checkpoint inside a run folder: take the run's test metrics for the card.
         run_metrics = ckpt_path.parent.parent / "metrics.json"
         metrics = json.loads(run_metrics.read_text()) if run_metrics.is_file() else None
+        data_source = (metrics or {}).get("data_source", data_source)
     folder = predictor.save_pretrained(out, card=model_card(predictor, ckpt_path, metrics, data_source))
     log.info("exported %s -> %s", ckpt_path, folder)
     return folder

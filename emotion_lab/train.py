@@ -84,7 +84,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         export(best, output_dir / "model", metrics=metrics, data_source=datamodule.source)
     log_hyperparameters(cfg, model, trainer, metrics)
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_metrics(output_dir, {"status": status, **dict(sorted(metrics.items()))})
+    write_metrics(output_dir, {"status": status, "data_source": datamodule.source, **dict(sorted(metrics.items()))})
     if "test/f1_weighted" in metrics:
         log.info(
             "test: weighted F1 %.4f, macro F1 %.4f, accuracy %.4f",
