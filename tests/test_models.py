@@ -69,6 +69,10 @@ def test_heads_that_do_not_divide_the_width_fail_before_loading(monkeypatch):
         BiLSTMAttentionNet("any", lstm_hidden=8, attn_heads=3)
     with pytest.raises(ValueError, match="pooling"):
         BiLSTMAttentionNet("any", pooling="cls_concat")
+    with pytest.raises(ValueError, match=r"model.net.dropout=-0.1: must be in \[0, 1\)"):
+        BiLSTMAttentionNet("any", dropout=-0.1)
+    with pytest.raises(ValueError, match="attn_dropout=1.0"):
+        BiLSTMAttentionNet("any", attn_dropout=1.0)
 
 
 def test_unknown_encoder_is_a_clear_error():

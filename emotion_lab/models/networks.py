@@ -110,10 +110,7 @@ class BiLSTMAttentionNet(EmotionNet):
             raise ConfigError(f"model.net.attn_heads={attn_heads}: must be >= 1 (0 = no attention)")
         if lstm_layers:
             _check_heads(attn_heads, 2 * lstm_hidden)
-        if not 0.0 <= dropout < 1.0 or not 0.0 <= attn_dropout < 1.0:
-            raise ConfigError(f"model.net.dropout={dropout}, attn_dropout={attn_dropout}: must be in [0, 1)")
-        if pooling not in POOLING:
-            raise ConfigError(f"model.net.pooling={pooling!r}: allowed values are {POOLING}")
+        _check_pooling_and_dropout(pooling, dropout=dropout, attn_dropout=attn_dropout)
         super().__init__(encoder_name, pretrained, freeze_encoder, num_classes)
         self._record_config(
             encoder_name=encoder_name,
@@ -166,6 +163,14 @@ class BiLSTMAttentionNet(EmotionNet):
         return (logits, weights) if return_attention else logits
 
 
+def _check_pooling_and_dropout(pooling: str, **dropouts: float) -> None:
+    if pooling not in POOLING:
+        raise ConfigError(f"model.net.pooling={pooling!r}: allowed values are {POOLING}")
+    for name, value in dropouts.items():
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"model.net.{name}={value}: must be in [0, 1)")
+
+
 def _check_heads(heads: int, width: int) -> None:
     if heads and width % heads:
         raise ConfigError(
@@ -186,10 +191,7 @@ class EncoderLinearNet(EmotionNet):
         pretrained: bool = True,
         num_classes: int = NUM_CLASSES,
     ) -> None:
-        if pooling not in POOLING:
-            raise ConfigError(f"model.net.pooling={pooling!r}: allowed values are {POOLING}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.net.dropout={dropout}: must be in [0, 1)")
+        _check_pooling_and_dropout(pooling, dropout=dropout)
         super().__init__(encoder_name, pretrained, freeze_encoder, num_classes)
         self._record_config(
             encoder_name=encoder_name,
