@@ -4,6 +4,7 @@ import pytest
 from omegaconf import open_dict
 
 from emotion_lab.bench import BenchConfigError, check_validation_only, compose_train, main
+from tests.conftest import QUIET
 
 
 @pytest.mark.slow
@@ -17,9 +18,7 @@ def test_quick_bench_writes_every_row(tmp_path, data_dir, tiny_encoder):
             str(tmp_path),
             f"data.dir={data_dir}",
             f"model.net.encoder_name={tiny_encoder}",
-            "trainer.enable_progress_bar=false",
-            "callbacks.progress_bar=null",
-            "logger=csv",
+            *QUIET,
         ]
     )
     assert code == 0

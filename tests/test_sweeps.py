@@ -10,8 +10,7 @@ import pytest
 
 from emotion_lab.config import PROJECT_ROOT
 from emotion_lab.sweep_report import main as sweep_report
-
-QUIET = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "logger=csv"]
+from tests.conftest import QUIET
 
 
 def run_train(args: list[str], timeout: int = 400) -> subprocess.CompletedProcess:
