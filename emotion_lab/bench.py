@@ -170,17 +170,22 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"--rows: unknown {sorted(unknown)}; allowed: {', '.join(rows)}")
         rows = {k: v for k, v in rows.items() if k in args.rows.split(",")}
-    common = [*bench.recipe, *(bench.quick if args.quick else []), *args.overrides]
+    quick = list(bench.quick) if args.quick else []
+
+    def row_overrides(overrides) -> list[str]:
+        # --quick and the command line come last: they win over a row's own budget.
+        return [*bench.recipe, *overrides, *quick, *args.overrides]
+
     out = args.out or PROJECT_ROOT / "outputs" / "bench" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
     try:
         # Validate every row before the first minute of training is spent.
         for name, overrides in rows.items():
-            check_validation_only(name, compose_train([*common, *overrides], out))
-        data_dir = compose_train(common, out).data.dir
+            check_validation_only(name, compose_train(row_overrides(overrides), out))
+        data_dir = compose_train(row_overrides([]), out).data.dir
         results = {"tfidf_svm": [run_svm(data_dir, bench.svm, 96 if args.quick else None)]}
         for name, overrides in rows.items():
-            results[name] = [run_row(name, [*common, *overrides], seed, out) for seed in args.seeds]
+            results[name] = [run_row(name, row_overrides(overrides), seed, out) for seed in args.seeds]
     except UserInputError as err:
         log.error("%s", err)
         return 2
@@ -189,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.now().isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "command": "python -m emotion_lab.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "recipe": list(common),
+        "recipe": row_overrides([]),
         "seeds": args.seeds,
     }
     (out / "results.json").write_text(

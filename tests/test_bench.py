@@ -3,6 +3,7 @@ import json
 import pytest
 from omegaconf import open_dict
 
+from emotion_lab import bench_head
 from emotion_lab.bench import BenchConfigError, check_validation_only, compose_train, main
 from tests.conftest import QUIET
 
@@ -24,7 +25,7 @@ def test_quick_bench_writes_every_row(tmp_path, data_dir, tiny_encoder):
     assert code == 0
     results = json.loads((tmp_path / "results.json").read_text())
     rows = {r["row"]: r for r in results["rows"]}
-    assert set(rows) == {"tfidf_svm", "finetune", "hybrid", "no_lstm", "no_attention", "ce_loss", "no_augment"}
+    assert set(rows) == {"tfidf_svm", "finetune", "hybrid", "no_lstm", "no_attention", "ce_loss", "with_augment"}
     for row in rows.values():
         assert 0.0 <= row["test/f1_weighted"] <= 1.0 and row["sentences_per_s"] > 0
         assert row["test_f1/surprise"] is not None
@@ -47,3 +48,21 @@ def test_unknown_row_is_named(capsys):
     with pytest.raises(SystemExit):
         main(["--rows", "hybrid,transformer_xl"])
     assert "transformer_xl" in capsys.readouterr().err
+
+
+def test_head_bench_times_every_setting_on_batches_spread_over_the_epoch(tmp_path, data_dir, tiny_encoder):
+    args = ["--encoder", tiny_encoder, "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache")]
+    args += ["--out", str(tmp_path / "out"), "--hidden", "4", "--batch-sizes", "8", "16", "--sentences", "20"]
+    bench_head.main([*args, "--lstm-impl", "padded", "packed"])
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(r["batch_size"], r["group_by_length"], r["lstm_impl"]) for r in rows] == [
+        (8, True, "padded"),
+        (8, True, "packed"),
+        (16, True, "padded"),
+        (16, True, "packed"),
+    ]
+    # 60 training sentences at ~1 of every 3 batches: the epoch is projected, not timed whole.
+    for r in rows:
+        assert r["sentences_per_s"] > 0 and 0.0 <= r["padding"] < 1.0
+        assert r["epoch_s"] == pytest.approx(60 / r["sentences_per_s"], abs=0.051)
+    assert (tmp_path / "out" / "results.md").read_text().count("\n") == len(rows) + 2

@@ -6,9 +6,10 @@ from omegaconf import open_dict
 
 from emotion_lab.data.datamodule import EmotionDataModule
 from emotion_lab.data.feature_cache import FeatureCache, collate_states
+from emotion_lab.models.encoder import load_encoder
 from emotion_lab.models.networks import BiLSTMAttentionNet
 from emotion_lab.train import train
-from tests.conftest import compose_config
+from tests.conftest import QUIET, compose_config
 
 IDS = [[101, 1045, 2514, 3407, 102], [101, 2572, 102], [101, 1045, 2572, 2061, 6015, 1997, 2009, 102]]
 LABELS = [1, 0, 4]
@@ -75,6 +76,29 @@ def test_cached_and_uncached_logits_agree(tmp_path, data_dir, tiny_encoder):
             assert torch.allclose(from_cache, net(a["input_ids"], a["attention_mask"]), atol=1e-3)
 
 
+def test_states_cached_at_a_lower_layer_continue_through_the_layers_above(tmp_path, data_dir, tiny_encoder):
+    torch.manual_seed(0)
+    net = BiLSTMAttentionNet(tiny_encoder, lstm_hidden=8, attn_heads=2, frozen_layers=1).eval()
+    plain = EmotionDataModule(tiny_encoder, dir=str(data_dir), eval_batch_size=7)
+    plain.setup()
+    cached = EmotionDataModule(
+        tiny_encoder,
+        dir=str(data_dir),
+        eval_batch_size=7,
+        feature_cache={"enabled": True, "dir": str(tmp_path), "layer": 1},
+    )
+    cached.setup()
+    with torch.no_grad():
+        for a, b in zip(plain.val_dataloader(), cached.val_dataloader()):
+            layer_1 = net.encoder(**{k: a[k] for k in ("input_ids", "attention_mask")}, output_hidden_states=True)
+            from_cache = net.forward_from_layer(b["hidden"], b["attention_mask"], 1)
+            rounded = layer_1.hidden_states[1].half().float()
+            assert torch.allclose(from_cache, net.forward_from_layer(rounded, a["attention_mask"], 1), atol=1e-4)
+            assert torch.allclose(from_cache, net(a["input_ids"], a["attention_mask"]), atol=1e-3)
+            # The layer above really ran: the head alone on layer-1 states gives other logits.
+            assert not torch.allclose(from_cache, net.head(b["hidden"], b["attention_mask"]), atol=1e-3)
+
+
 def test_collate_pads_and_masks():
     batch = collate_states(
         [
@@ -107,6 +131,32 @@ def test_cached_head_experiment_trains(tmp_path, data_dir, tiny_encoder):
     encoder_before = {k: v.clone() for k, v in objects["model"].net.encoder.state_dict().items()}
     with open_dict(cfg):
         cfg.model.net.freeze_encoder = False
-    with pytest.raises(ValueError, match="freeze_encoder=true"):
+    with pytest.raises(ValueError, match="Set model.net.freeze_encoder=true"):
         train(cfg)
     assert all(torch.equal(v, objects["model"].net.encoder.state_dict()[k]) for k, v in encoder_before.items())
+
+
+def test_cached_upper_experiment_fine_tunes_only_the_layers_above_the_cache(tmp_path, data_dir, tiny_encoder):
+    overrides = [
+        "experiment=cached_upper",
+        f"model.net.encoder_name={tiny_encoder}",
+        "model.net.frozen_layers=1",  # the tiny encoder has 2 layers; the cache follows this value
+        "model.net.lstm_hidden=8",
+        f"data.dir={data_dir}",
+        f"paths.log_dir={tmp_path}",
+        "trainer.max_epochs=1",
+        *QUIET,
+    ]
+    cfg = compose_config("train", overrides, tmp_path / "run")
+    assert cfg.data.feature_cache.layer == 1 and cfg.data.feature_cache.enabled
+    pretrained = load_encoder(tiny_encoder).state_dict()
+    metrics, objects = train(cfg)
+    trained = objects["model"].net.encoder.state_dict()
+    assert "test/f1_weighted" in metrics
+    assert all(torch.equal(trained[k], pretrained[k]) for k in pretrained if not k.startswith("encoder.layer.1."))
+    upper = "encoder.layer.1.output.dense.weight"
+    assert not torch.equal(trained[upper], pretrained[upper])
+
+    cfg = compose_config("train", [*overrides, "data.feature_cache.layer=2"], tmp_path / "run2")
+    with pytest.raises(ValueError, match=r"feature_cache.layer=2 .*\(model.net.frozen_layers=1"):
+        train(cfg)

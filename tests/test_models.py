@@ -1,9 +1,11 @@
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from emotion_lab.errors import ConfigError
 from emotion_lab.models.classifier import EmotionClassifier
 from emotion_lab.models.encoder import EncoderNotFoundError, load_encoder, load_tokenizer
-from emotion_lab.models.networks import BiLSTMAttentionNet, EncoderLinearNet
+from emotion_lab.models.networks import BiLSTMAttentionNet, EncoderLinearNet, bilstm_padded
 
 
 def make_net(kind, encoder, **kwargs):
@@ -55,6 +57,38 @@ def test_ablations_drop_their_layer_and_keep_padding_invariance(ablation, tiny_e
         assert torch.allclose(net(ids, mask), net(*padded), atol=1e-5)
 
 
+def test_padded_bilstm_matches_packed_sequences_in_values_and_gradients():
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(6, 5, num_layers=2, bidirectional=True, batch_first=True, dropout=0.0)
+    x = torch.randn(4, 9, 6)
+    lengths = torch.tensor([9, 3, 6, 1])
+    real = (torch.arange(9)[None] < lengths[:, None]).unsqueeze(-1)
+    x = x * real  # right padding, as the collators produce it
+
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    reference = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=9)[0]
+    (reference * real).sum().backward()
+    reference_grad = lstm.weight_hh_l1_reverse.grad.clone()
+    lstm.zero_grad()
+    ours = bilstm_padded(lstm, x, lengths)
+    (ours * real).sum().backward()
+
+    # The backward direction at step 0 of the length-3 row must have read only its 3 real steps.
+    assert torch.allclose(ours * real, reference, atol=1e-6)
+    assert torch.allclose(lstm.weight_hh_l1_reverse.grad, reference_grad, atol=1e-5)
+
+
+def test_lstm_implementations_share_weights_and_logits(tiny_encoder, batch):
+    padded = make_net("hybrid", tiny_encoder, lstm_impl="padded").eval()
+    packed = make_net("hybrid", tiny_encoder, lstm_impl="packed").eval()
+    packed.load_state_dict(padded.state_dict())
+    with torch.no_grad():
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        assert torch.allclose(padded(ids, mask), packed(ids, mask), atol=1e-5)
+    with pytest.raises(ConfigError, match="lstm_impl='cudnn'"):
+        make_net("hybrid", tiny_encoder, lstm_impl="cudnn")
+
+
 def test_head_accepts_precomputed_encoder_states(tiny_encoder, batch):
     net = make_net("hybrid", tiny_encoder).eval()
     with torch.no_grad():
@@ -94,6 +128,20 @@ def test_encoder_trains_with_dropout_and_a_frozen_one_does_not(tiny_encoder):
     assert not frozen.encoder.training
     assert not any(p.requires_grad for p in frozen.encoder.parameters())
     assert frozen.encoder_parameters() == [] and frozen.head_parameters()
+
+
+def test_frozen_layers_freeze_the_embeddings_and_lower_layers_only(tiny_encoder):
+    net = make_net("hybrid", tiny_encoder, frozen_layers=1).train()
+    trainable = {name for name, p in net.encoder.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith("encoder.layer.1.") for name in trainable)
+    # The frozen part runs without dropout, as it did when a cache was built from it.
+    assert not net.encoder.embeddings.training and not net.encoder.encoder.layer[0].training
+    assert net.encoder.encoder.layer[1].training
+    assert net.trainable_from_layer == 1 and {id(p) for p in net.encoder_parameters()} == {
+        id(p) for p in net.encoder.encoder.layer[1].parameters()
+    }
+    with pytest.raises(ConfigError, match="frozen_layers=2: allowed 0..1"):
+        make_net("hybrid", tiny_encoder, frozen_layers=2)
 
 
 def test_optimizer_gives_encoder_and_head_their_own_learning_rates(tiny_encoder):

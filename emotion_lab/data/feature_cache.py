@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
 from emotion_lab.errors import ConfigError
-from emotion_lab.models.encoder import load_encoder, resolve_encoder
+from emotion_lab.models.encoder import load_encoder, resolve_encoder, run_layers
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +140,10 @@ class FeatureCache:
             for row, i in enumerate(index):
                 ids[row, : len(input_ids[i])] = torch.tensor(input_ids[i])
                 mask[row, : len(input_ids[i])] = 1
-            output = self._encoder(input_ids=ids, attention_mask=mask, output_hidden_states=self.layer != -1)
-            hidden = output.last_hidden_state if self.layer == -1 else output.hidden_states[self.layer]
+            if self.layer == -1:
+                hidden = self._encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            else:  # stop at the cached layer: the layers above it would be wasted work
+                hidden = run_layers(self._encoder, self._encoder.embeddings(input_ids=ids), mask, 0, self.layer)
             for row, i in enumerate(index):
                 per_sentence[i] = hidden[row, : len(input_ids[i])].to(torch.float16)
         offsets = torch.tensor([0] + [len(ids) for ids in input_ids]).cumsum(0)

@@ -88,20 +88,34 @@ class EmotionClassifier(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        if getattr(datamodule, "uses_feature_cache", False) and not getattr(self.net, "freeze_encoder", False):
-            raise ConfigError(
-                "data.feature_cache.enabled=true trains the head on cached encoder states: the encoder cannot "
-                "learn, so set model.net.freeze_encoder=true (or use experiment=cached_head)"
-            )
+        if getattr(datamodule, "uses_feature_cache", False):
+            self.cache_layer = self._check_cache_layer(datamodule.hparams.feature_cache.get("layer", -1))
         if self.hparams.loss.get("alpha") not in (None, "none"):
             self.loss_fn = build_loss(**self.hparams.loss, class_counts=getattr(datamodule, "class_counts", None))
+
+    def _check_cache_layer(self, layer: int) -> int:
+        """The encoder layer the cached states come from; nothing trainable may lie below it."""
+        depth = self.net.encoder.config.num_hidden_layers
+        layer = depth if layer == -1 else layer
+        if self.net.trainable_from_layer < layer:
+            raise ConfigError(
+                f"data.feature_cache.layer={layer} stores states after encoder layer {layer}, but the network "
+                f"fine-tunes weights below it (model.net.frozen_layers={self.net.frozen_layers}, "
+                f"freeze_encoder={self.net.freeze_encoder}): they could not learn. Set "
+                + (
+                    "model.net.freeze_encoder=true (experiment=cached_head)"
+                    if layer == depth
+                    else f"model.net.frozen_layers={layer} (experiment=cached_upper)"
+                )
+            )
+        return layer
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.net(input_ids, attention_mask)
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        if "hidden" in batch:  # cached encoder states: only the head runs
-            logits = self.net.head(batch["hidden"], batch["attention_mask"])
+        if "hidden" in batch:  # cached encoder states: only what lies above the cached layer runs
+            logits = self.net.forward_from_layer(batch["hidden"], batch["attention_mask"], self.cache_layer)
         else:
             logits = self(batch["input_ids"], batch["attention_mask"])
         return self.loss_fn(logits, batch["labels"]), logits

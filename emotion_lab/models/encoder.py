@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
+from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers.masking_utils import create_bidirectional_mask
 
-from emotion_lab.errors import UserInputError
+from emotion_lab.errors import ConfigError, UserInputError
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -83,3 +86,28 @@ def load_encoder(name: str, pretrained: bool = True) -> PreTrainedModel:
     if getattr(model, "pooler", None) is not None:
         model.pooler = None
     return model
+
+
+def transformer_layers(model: PreTrainedModel) -> nn.ModuleList:
+    """The stack of transformer layers of a BERT-style encoder (BERT, RoBERTa, MiniLM, ELECTRA, ...)."""
+    layers = getattr(getattr(model, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList) or not hasattr(model, "embeddings"):
+        raise ConfigError(
+            f"{type(model).__name__} does not have BERT's embeddings + encoder.layer layout, so it cannot be split "
+            "at a layer (model.net.frozen_layers / data.feature_cache.layer); freeze all of it or none"
+        )
+    return layers
+
+
+def run_layers(
+    model: PreTrainedModel, hidden: torch.Tensor, mask: torch.Tensor, start: int, stop: int | None = None
+) -> torch.Tensor:
+    """Run a BERT-style encoder's layers `start+1 .. stop` on the output of its layer `start` (0 = the
+    embeddings); `stop=None` runs to the top."""
+    layers = transformer_layers(model)[start:stop]
+    if not len(layers):
+        return hidden
+    attention_mask = create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=mask)
+    for layer in layers:
+        hidden = layer(hidden, attention_mask)
+    return hidden

@@ -12,14 +12,16 @@ add `conf/model/net/<name>.yaml` with its `_target_`.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from emotion_lab.data.labels import NUM_CLASSES
 from emotion_lab.errors import ConfigError
-from emotion_lab.models.encoder import DEFAULT_ENCODER, load_encoder
+from emotion_lab.models.encoder import DEFAULT_ENCODER, load_encoder, run_layers, transformer_layers
 
 POOLING = ("mean", "max", "first", "mean_max")
+LSTM_IMPLS = ("padded", "packed")
 
 
 def masked_pool(states: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -36,17 +38,68 @@ def masked_pool(states: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Ten
     return torch.cat([mean, maxed], dim=-1)
 
 
-class EmotionNet(nn.Module):
-    """Base class: a transformers encoder plus a head over its token states."""
+def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row's first `lengths[i]` steps and keep its trailing padding in place (self-inverse)."""
+    steps = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+    lengths = lengths.to(x.device).unsqueeze(1)
+    index = torch.where(steps < lengths, lengths - 1 - steps, steps)
+    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
-    def __init__(self, encoder_name: str, pretrained: bool, freeze_encoder: bool, num_classes: int) -> None:
+
+def bilstm_padded(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """A bidirectional `lstm` over right-padded `x`, equal to the packed-sequence result at real steps.
+
+    The forward direction never sees padding before a real step. The backward direction would start
+    on the padding, so it runs forward over each sentence reversed within its own length. Each
+    direction is then one fused kernel call over a dense batch: on CPU this is 1.2-1.6x faster than
+    PackedSequence, whose kernel steps through shrinking per-timestep batches. Uses `lstm`'s own
+    weights, so checkpoints are the same either way. Outputs at padded steps are meaningless.
+    """
+    for layer in range(lstm.num_layers):
+        directions = []
+        for suffix in ("", "_reverse"):
+            names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in names]
+            inputs = reverse_within_length(x, lengths) if suffix else x
+            h0 = x.new_zeros(1, x.shape[0], lstm.hidden_size)
+            out = torch.lstm(inputs, (h0, h0), weights, True, 1, 0.0, lstm.training, False, True)[0]
+            directions.append(reverse_within_length(out, lengths) if suffix else out)
+        x = torch.cat(directions, dim=-1)
+        if layer < lstm.num_layers - 1:  # nn.LSTM's dropout: between layers, not after the last
+            x = F.dropout(x, lstm.dropout, lstm.training)
+    return x
+
+
+class EmotionNet(nn.Module):
+    """Base class: a transformers encoder plus a head over its token states.
+
+    `freeze_encoder` freezes all of the encoder; `frozen_layers=k` freezes its embeddings and first
+    k layers only, so the layers above fine-tune with the head (and can train from states cached
+    at layer k: `forward_from_layer`).
+    """
+
+    def __init__(
+        self, encoder_name: str, pretrained: bool, freeze_encoder: bool, num_classes: int, frozen_layers: int = 0
+    ) -> None:
         super().__init__()
         self.encoder = load_encoder(encoder_name, pretrained=pretrained)
         self.encoder_dim: int = self.encoder.config.hidden_size
         self.num_classes = num_classes
         self.freeze_encoder = freeze_encoder
+        self.frozen_layers = frozen_layers
+        self._frozen_modules: list[nn.Module] = []
         if freeze_encoder:
-            self.encoder.requires_grad_(False)
+            self._frozen_modules = [self.encoder]
+        elif frozen_layers:
+            layers = transformer_layers(self.encoder)
+            if not 0 <= frozen_layers < len(layers):
+                raise ConfigError(
+                    f"model.net.frozen_layers={frozen_layers}: allowed 0..{len(layers) - 1} for this "
+                    f"{len(layers)}-layer encoder (all of it: model.net.freeze_encoder=true)"
+                )
+            self._frozen_modules = [self.encoder.embeddings, *layers[:frozen_layers]]
+        for module in self._frozen_modules:
+            module.requires_grad_(False)
         # from_pretrained returns the encoder in eval mode, and Lightning keeps module modes as they
         # are: without this, fine-tuning would silently run with the encoder's dropout off.
         self.train()
@@ -55,11 +108,18 @@ class EmotionNet(nn.Module):
         cls = type(self)
         self.config = {"_target_": f"{cls.__module__}.{cls.__qualname__}", **kwargs}
 
+    @property
+    def trainable_from_layer(self) -> int:
+        """Index of the first encoder state that depends on trained weights (0 = the embeddings)."""
+        if self.freeze_encoder:
+            return self.encoder.config.num_hidden_layers
+        return self.frozen_layers
+
     def train(self, mode: bool = True) -> EmotionNet:
         super().train(mode)
-        if self.freeze_encoder:
-            # A frozen encoder must not apply dropout either: its states should be deterministic.
-            self.encoder.eval()
+        for module in self._frozen_modules:
+            # Frozen layers apply no dropout either: their states are deterministic, as in a cache.
+            module.eval()
         return self
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,6 +132,12 @@ class EmotionNet(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.head(*self.encode(input_ids, attention_mask))
 
+    def forward_from_layer(self, hidden: torch.Tensor, mask: torch.Tensor, layer: int) -> torch.Tensor:
+        """Logits from the encoder's states after `layer` (e.g. cached): runs the layers above, then the head."""
+        if layer != self.encoder.config.num_hidden_layers:
+            hidden = run_layers(self.encoder, hidden, mask, layer)
+        return self.head(hidden, mask)
+
     def encoder_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.encoder.parameters() if p.requires_grad]
 
@@ -83,8 +149,9 @@ class EmotionNet(nn.Module):
 class BiLSTMAttentionNet(EmotionNet):
     """Encoder -> 2-layer BiLSTM -> multi-head self-attention (residual + LayerNorm) -> pooling -> linear.
 
-    The LSTM runs on packed sequences and the attention gets a key-padding mask, so adding padding
-    to a batch never changes a sentence's logits. For ablations, `lstm_layers=0` drops the BiLSTM
+    The LSTM only reads real tokens (`bilstm_padded`, or PackedSequence with `lstm_impl=packed`) and
+    the attention gets a key-padding mask, so adding padding to a batch never changes a sentence's
+    logits. For ablations, `lstm_layers=0` drops the BiLSTM
     (attention reads the encoder states) and `attn_heads=0` drops the attention.
     """
 
@@ -98,7 +165,9 @@ class BiLSTMAttentionNet(EmotionNet):
         attn_dropout: float = 0.1,
         pooling: str = "mean",
         residual_norm: bool = True,  # residual + LayerNorm around the attention: stabler with a fresh head
+        lstm_impl: str = "padded",  # padded (fused kernel per direction, faster on CPU) | packed; same weights
         freeze_encoder: bool = False,
+        frozen_layers: int = 0,  # freeze the embeddings and this many lower encoder layers
         pretrained: bool = True,
         num_classes: int = NUM_CLASSES,
     ) -> None:
@@ -111,7 +180,10 @@ class BiLSTMAttentionNet(EmotionNet):
         if lstm_layers:
             _check_heads(attn_heads, 2 * lstm_hidden)
         _check_pooling_and_dropout(pooling, dropout=dropout, attn_dropout=attn_dropout)
-        super().__init__(encoder_name, pretrained, freeze_encoder, num_classes)
+        if lstm_impl not in LSTM_IMPLS:
+            raise ConfigError(f"model.net.lstm_impl={lstm_impl!r}: allowed values are {LSTM_IMPLS}")
+        super().__init__(encoder_name, pretrained, freeze_encoder, num_classes, frozen_layers)
+        self.lstm_impl = lstm_impl
         self._record_config(
             encoder_name=encoder_name,
             lstm_hidden=lstm_hidden,
@@ -121,7 +193,9 @@ class BiLSTMAttentionNet(EmotionNet):
             attn_dropout=attn_dropout,
             pooling=pooling,
             residual_norm=residual_norm,
+            lstm_impl=lstm_impl,
             freeze_encoder=freeze_encoder,
+            frozen_layers=frozen_layers,
             num_classes=num_classes,
         )
         width = 2 * lstm_hidden if lstm_layers else self.encoder_dim
@@ -150,10 +224,13 @@ class BiLSTMAttentionNet(EmotionNet):
     def head(self, hidden: torch.Tensor, mask: torch.Tensor, return_attention: bool = False):
         states, weights = hidden, None
         if self.lstm is not None:
-            lengths = mask.sum(1).cpu()
-            packed = pack_padded_sequence(hidden, lengths, batch_first=True, enforce_sorted=False)
-            states, _ = self.lstm(packed)
-            states, _ = pad_packed_sequence(states, batch_first=True, total_length=hidden.shape[1])
+            lengths = mask.sum(1)
+            if self.lstm_impl == "padded":
+                states = bilstm_padded(self.lstm, hidden, lengths)
+            else:
+                packed = pack_padded_sequence(hidden, lengths.cpu(), batch_first=True, enforce_sorted=False)
+                states, _ = self.lstm(packed)
+                states, _ = pad_packed_sequence(states, batch_first=True, total_length=hidden.shape[1])
         if self.attention is not None:
             attended, weights = self.attention(
                 states, states, states, key_padding_mask=~mask.bool(), need_weights=return_attention
@@ -188,16 +265,18 @@ class EncoderLinearNet(EmotionNet):
         dropout: float = 0.1,
         pooling: str = "mean",  # all-MiniLM-L6-v2 was trained with mean pooling
         freeze_encoder: bool = False,
+        frozen_layers: int = 0,
         pretrained: bool = True,
         num_classes: int = NUM_CLASSES,
     ) -> None:
         _check_pooling_and_dropout(pooling, dropout=dropout)
-        super().__init__(encoder_name, pretrained, freeze_encoder, num_classes)
+        super().__init__(encoder_name, pretrained, freeze_encoder, num_classes, frozen_layers)
         self._record_config(
             encoder_name=encoder_name,
             dropout=dropout,
             pooling=pooling,
             freeze_encoder=freeze_encoder,
+            frozen_layers=frozen_layers,
             num_classes=num_classes,
         )
         self.pooling = pooling
