@@ -137,7 +137,7 @@ def test_frozen_layers_freeze_the_embeddings_and_lower_layers_only(tiny_encoder)
     # The frozen part runs without dropout, as it did when a cache was built from it.
     assert not net.encoder.embeddings.training and not net.encoder.encoder.layer[0].training
     assert net.encoder.encoder.layer[1].training
-    assert net.trainable_from_layer == 1 and {id(p) for p in net.encoder_parameters()} == {
+    assert net.frozen_depth == 1 and {id(p) for p in net.encoder_parameters()} == {
         id(p) for p in net.encoder.encoder.layer[1].parameters()
     }
     with pytest.raises(ConfigError, match="frozen_layers=2: allowed 0..1"):

@@ -97,7 +97,7 @@ class EmotionClassifier(L.LightningModule):
         """The encoder layer the cached states come from; nothing trainable may lie below it."""
         depth = self.net.encoder.config.num_hidden_layers
         layer = depth if layer == -1 else layer
-        if self.net.trainable_from_layer < layer:
+        if self.net.frozen_depth < layer:
             raise ConfigError(
                 f"data.feature_cache.layer={layer} stores states after encoder layer {layer}, but the network "
                 f"fine-tunes weights below it (model.net.frozen_layers={self.net.frozen_layers}, "

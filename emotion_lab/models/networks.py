@@ -22,6 +22,7 @@ from emotion_lab.models.encoder import DEFAULT_ENCODER, load_encoder, run_layers
 
 POOLING = ("mean", "max", "first", "mean_max")
 LSTM_IMPLS = ("padded", "packed")
+_LSTM_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 def masked_pool(states: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -51,15 +52,15 @@ def bilstm_padded(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torc
 
     The forward direction never sees padding before a real step. The backward direction would start
     on the padding, so it runs forward over each sentence reversed within its own length. Each
-    direction is then one fused kernel call over a dense batch: on CPU this is 1.2-1.6x faster than
-    PackedSequence, whose kernel steps through shrinking per-timestep batches. Uses `lstm`'s own
-    weights, so checkpoints are the same either way. Outputs at padded steps are meaningless.
+    direction is then one fused kernel call over a dense batch: on CPU, with length-grouped batches,
+    this is 1.1-1.3x faster than PackedSequence, whose kernel steps through shrinking per-step
+    batches. Uses `lstm`'s own weights, so checkpoints are the same either way. Outputs at padded
+    steps are meaningless.
     """
     for layer in range(lstm.num_layers):
         directions = []
         for suffix in ("", "_reverse"):
-            names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-            weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in names]
+            weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in _LSTM_WEIGHTS]
             inputs = reverse_within_length(x, lengths) if suffix else x
             h0 = x.new_zeros(1, x.shape[0], lstm.hidden_size)
             out = torch.lstm(inputs, (h0, h0), weights, True, 1, 0.0, lstm.training, False, True)[0]
@@ -109,8 +110,9 @@ class EmotionNet(nn.Module):
         self.config = {"_target_": f"{cls.__module__}.{cls.__qualname__}", **kwargs}
 
     @property
-    def trainable_from_layer(self) -> int:
-        """Index of the first encoder state that depends on trained weights (0 = the embeddings)."""
+    def frozen_depth(self) -> int:
+        """How far the encoder is frozen: its states up to this layer's output (0 = the embeddings)
+        never change in training, so a feature cache may hold any of them."""
         if self.freeze_encoder:
             return self.encoder.config.num_hidden_layers
         return self.frozen_layers
@@ -134,7 +136,7 @@ class EmotionNet(nn.Module):
 
     def forward_from_layer(self, hidden: torch.Tensor, mask: torch.Tensor, layer: int) -> torch.Tensor:
         """Logits from the encoder's states after `layer` (e.g. cached): runs the layers above, then the head."""
-        if layer != self.encoder.config.num_hidden_layers:
+        if layer != self.encoder.config.num_hidden_layers:  # mode (a) works with any encoder layout
             hidden = run_layers(self.encoder, hidden, mask, layer)
         return self.head(hidden, mask)
 
