@@ -19,8 +19,10 @@ import json
 import time
 from pathlib import Path
 
+import hydra
 import torch
 
+from emotion_lab.bench import compose_train
 from emotion_lab.config import PROJECT_ROOT
 from emotion_lab.data.datamodule import EmotionDataModule
 from emotion_lab.losses import FocalLoss
@@ -42,8 +44,14 @@ def time_head(
     torch.manual_seed(0)
     datamodule.hparams.batch_size = batch_size
     datamodule.hparams.group_by_length = group_by_length
+    # Only the head runs on the cached states: the encoder's pretrained weights are never read.
     net = BiLSTMAttentionNet(
-        datamodule.hparams.tokenizer_name, lstm_hidden=hidden, attn_heads=4, lstm_impl=lstm_impl, freeze_encoder=True
+        datamodule.hparams.tokenizer_name,
+        lstm_hidden=hidden,
+        attn_heads=4,
+        lstm_impl=lstm_impl,
+        freeze_encoder=True,
+        pretrained=False,
     ).train()
     optimizer = torch.optim.AdamW(net.head_parameters(), lr=1e-3)
     loss_fn = FocalLoss(gamma=2.0)
@@ -89,17 +97,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[2])
     parser.add_argument("--sentences", type=int, default=3000, help="training sentences timed per setting")
     parser.add_argument("--encoder", default=DEFAULT_ENCODER)
-    parser.add_argument("--cache-dir", default=str(PROJECT_ROOT / "outputs" / "feature_cache"))
-    parser.add_argument("--data-dir", default=None, help="default: the training configs' data search order")
+    parser.add_argument("--cache-dir", default=None, help="default: the training config's data.feature_cache.dir")
+    parser.add_argument("--data-dir", default=None, help="default: the training config's data search order")
     parser.add_argument("--out", default=str(PROJECT_ROOT / "outputs" / "bench_head"))
     args = parser.parse_args(argv)
 
-    datamodule = EmotionDataModule(
-        tokenizer_name=args.encoder,
-        dir=args.data_dir,
-        fallback_dirs=[str(PROJECT_ROOT.parent / "shared" / "data" / "emotion")],
-        feature_cache={"enabled": True, "dir": args.cache_dir},
-    )
+    # The data and cache come from the training config, so sources and cache keys match a real trial.
+    overrides = [f"model.net.encoder_name={args.encoder}", "data.feature_cache.enabled=true"]
+    overrides += [f"data.dir={args.data_dir}"] if args.data_dir else []
+    overrides += [f"data.feature_cache.dir={args.cache_dir}"] if args.cache_dir else []
+    datamodule: EmotionDataModule = hydra.utils.instantiate(compose_train(overrides, Path(args.out)).data)
     datamodule.setup("fit")
     grouping = {"on": [True], "off": [False], "both": [True, False]}[args.group_by_length]
     rows = []
