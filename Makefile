@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.installed
 
 train: setup
-	$(BIN)/python -m emotion_lab.train experiment=cpu_fast $(ARGS)
+	$(BIN)/python -m emotion_lab.train experiment=best_cpu $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q $(ARGS)

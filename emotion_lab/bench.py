@@ -3,11 +3,15 @@
     python -m emotion_lab.bench                       # every row of conf/bench.yaml, seeds 42 43 44
     python -m emotion_lab.bench --rows hybrid,no_lstm --seeds 42
     python -m emotion_lab.bench --quick               # a tiny version (the tests run it)
+    python -m emotion_lab.bench --out outputs/bench/full   # again: finishes what a stopped run left
 
 Rows: (a) TF-IDF + linear SVM (scikit-learn, C chosen on validation); (b) the plain fine-tune;
 (c) the default recipe; (d) its ablations. Every row is chosen on validation only and tested once.
 For each row: test weighted F1, macro F1, per-class F1 (mean and std over seeds), train wall time
-and inference sentences/s. Writes results.md and results.json into --out.
+and inference sentences/s. Each run leaves its own result.json beside its logs, and results.md and
+results.json in --out are rewritten after every run from all finished runs there whose overrides
+match conf/bench.yaml today. A rerun with the same --out reuses a finished (row, seed) and trains
+the rest, so a table that takes hours can be built over several sittings, a few rows at a time.
 """
 
 from __future__ import annotations
@@ -98,14 +102,50 @@ def run_svm(data_dir: str | None, settings: DictConfig, limit: int | None) -> di
     }
 
 
-def run_row(name: str, overrides: list[str], seed: int, out: Path) -> dict[str, Any]:
+def seed_overrides(overrides: list[str], seed: int) -> list[str]:
+    return [*overrides, f"seed={seed}", "export=false"]
+
+
+def saved_result(out: Path, name: str, overrides: list[str], seed: int) -> dict[str, Any] | None:
+    """A finished run's metrics, if it was trained with exactly these overrides."""
+    saved = out / name / f"seed{seed}" / "result.json"
+    if not saved.is_file():
+        return None
+    earlier = json.loads(saved.read_text())
+    return earlier["metrics"] if earlier.get("overrides") == seed_overrides(overrides, seed) else None
+
+
+def run_row(name: str, overrides: list[str], seed: int, out: Path) -> None:
+    """Train and test one (row, seed) into <out>/<row>/seed<N>, unless that run is already done."""
     from emotion_lab.train import train
 
-    cfg = compose_train([*overrides, f"seed={seed}", "export=false"], out / name / f"seed{seed}")
+    if saved_result(out, name, overrides, seed) is not None:
+        log.info("%s seed %d: finished earlier with the same overrides, reused", name, seed)
+        return
+    run_dir = out / name / f"seed{seed}"
+    if run_dir.exists():  # unfinished, or run with other overrides: kept aside, never mixed in
+        aside = run_dir.with_name(f"{run_dir.name}.replaced-{datetime.now():%Y%m%d-%H%M%S}")
+        log.info("%s seed %d: %s is unfinished or stale; moved to %s", name, seed, run_dir, aside.name)
+        run_dir.rename(aside)
+    cfg = compose_train(seed_overrides(overrides, seed), run_dir)
     check_validation_only(name, cfg)
     metrics, objects = train(cfg)
     n_test = len(objects["datamodule"].datasets["test"])
-    return {**metrics, "sentences_per_s": n_test / metrics["test_seconds"]}
+    metrics = {**metrics, "sentences_per_s": n_test / metrics["test_seconds"]}
+    result = {"overrides": seed_overrides(overrides, seed), "metrics": metrics}
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+
+
+def finished_runs(out: Path, rows: dict[str, list[str]]) -> dict[str, list[dict[str, Any]]]:
+    """Every finished run under `out` whose overrides match its row's overrides today, by seed."""
+    runs = {}
+    for name, overrides in rows.items():
+        folders = (p.parent.name.removeprefix("seed") for p in (out / name).glob("seed*/result.json"))
+        seeds = sorted(int(seed) for seed in folders if seed.isdigit())
+        found = [(seed, saved_result(out, name, overrides, seed)) for seed in seeds]
+        if finished := [{**metrics, "seed": seed} for seed, metrics in found if metrics is not None]:
+            runs[name] = finished
+    return runs
 
 
 def summarise(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -118,7 +158,7 @@ def summarise(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     ]
     rows = []
     for name, runs in results.items():
-        row: dict[str, Any] = {"row": name, "seeds": len(runs)}
+        row: dict[str, Any] = {"row": name, "seeds": len(runs), "seed_list": [r["seed"] for r in runs if "seed" in r]}
         for key in keys:
             values = [r[key] for r in runs if key in r]
             row[key] = statistics.fmean(values) if values else None
@@ -140,7 +180,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             + " | ".join(
                 [
                     r["row"],
-                    str(r["seeds"]),
+                    ", ".join(map(str, r["seed_list"])) or "-",
                     pm(r, "test/f1_weighted"),
                     pm(r, "test/f1_macro"),
                     *(f"{r[f'test_f1/{label}']:.3f}" for label in LABELS),
@@ -183,27 +223,35 @@ def main(argv: list[str] | None = None) -> int:
         for name, overrides in rows.items():
             check_validation_only(name, compose_train(row_overrides(overrides), out))
         data_dir = compose_train(row_overrides([]), out).data.dir
-        results = {"tfidf_svm": [run_svm(data_dir, bench.svm, 96 if args.quick else None)]}
+        meta = {
+            "date": datetime.now().isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "command": "python -m emotion_lab.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "recipe": row_overrides([]),
+            "requested_seeds": args.seeds,
+        }
+        svm = {"tfidf_svm": [run_svm(data_dir, bench.svm, 96 if args.quick else None)]}
+        all_rows = {name: row_overrides(overrides) for name, overrides in bench.rows.items()}
+        write_results(out, meta, {**svm, **finished_runs(out, all_rows)})
         for name, overrides in rows.items():
-            results[name] = [run_row(name, row_overrides(overrides), seed, out) for seed in args.seeds]
+            for seed in args.seeds:
+                run_row(name, row_overrides(overrides), seed, out)
+                write_results(out, meta, {**svm, **finished_runs(out, all_rows)})
     except UserInputError as err:
         log.error("%s", err)
         return 2
+    print((out / "results.md").read_text())
+    log.info("results: %s", out)
+    return 0
+
+
+def write_results(out: Path, meta: dict[str, Any], results: dict[str, list[dict[str, Any]]]) -> None:
+    """The table so far: a stopped benchmark leaves every finished row behind."""
     summary = summarise(results)
-    meta = {
-        "date": datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "command": "python -m emotion_lab.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "recipe": row_overrides([]),
-        "seeds": args.seeds,
-    }
     (out / "results.json").write_text(
         json.dumps({"meta": meta, "rows": summary, "runs": results}, indent=2, default=str)
     )
     (out / "results.md").write_text(markdown(summary))
-    print(markdown(summary))
-    log.info("results: %s", out)
-    return 0
 
 
 if __name__ == "__main__":

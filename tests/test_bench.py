@@ -35,6 +35,33 @@ def test_quick_bench_writes_every_row(tmp_path, data_dir, tiny_encoder):
     assert table.count("\n") == len(rows) + 2
 
 
+def test_table_grows_over_invocations_and_reuses_only_unchanged_runs(tmp_path, data_dir, tiny_encoder, monkeypatch):
+    import emotion_lab.train
+
+    common = ["--quick", "--seeds", "1", "--out", str(tmp_path)]
+    common += [f"data.dir={data_dir}", f"model.net.encoder_name={tiny_encoder}", *QUIET]
+
+    def table() -> dict:
+        return {r["row"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
+
+    assert main(["--rows", "hybrid", *common]) == 0
+    assert main(["--rows", "no_lstm", *common]) == 0
+    first = table()
+    assert set(first) == {"tfidf_svm", "hybrid", "no_lstm"} and first["hybrid"]["seed_list"] == [1]
+
+    def must_not_train(cfg):
+        raise AssertionError(f"trained again: {cfg.paths.output_dir}")
+
+    monkeypatch.setattr(emotion_lab.train, "train", must_not_train)
+    assert main(["--rows", "hybrid,no_lstm", *common]) == 0
+    assert table()["hybrid"]["test/f1_weighted"] == first["hybrid"]["test/f1_weighted"]
+    # Other overrides for the same (row, seed): the saved result is stale and must not be reused.
+    with pytest.raises(AssertionError, match="trained again"):
+        main(["--rows", "hybrid", *common, "model.net.dropout=0.2"])
+    (aside,) = (tmp_path / "hybrid").glob("seed1.replaced-*")
+    assert (aside / "result.json").is_file()  # the earlier result is kept, out of the table
+
+
 def test_selection_on_the_test_split_is_refused(tmp_path):
     cfg = compose_train(["experiment=cpu_fast"], tmp_path)
     check_validation_only("ok", cfg)
