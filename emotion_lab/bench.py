@@ -111,7 +111,11 @@ def saved_result(out: Path, name: str, overrides: list[str], seed: int) -> dict[
     saved = out / name / f"seed{seed}" / "result.json"
     if not saved.is_file():
         return None
-    earlier = json.loads(saved.read_text())
+    try:
+        earlier = json.loads(saved.read_text())
+    except ValueError:  # unreadable: treated as unfinished, so the run is set aside and trained again
+        log.warning("%s is not valid JSON; the run counts as unfinished", saved)
+        return None
     return earlier["metrics"] if earlier.get("overrides") == seed_overrides(overrides, seed) else None
 
 
@@ -133,7 +137,10 @@ def run_row(name: str, overrides: list[str], seed: int, out: Path) -> None:
     n_test = len(objects["datamodule"].datasets["test"])
     metrics = {**metrics, "sentences_per_s": n_test / metrics["test_seconds"]}
     result = {"overrides": seed_overrides(overrides, seed), "metrics": metrics}
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    # Written whole and renamed into place: a run stopped while writing never looks finished.
+    staging = run_dir / "result.json.tmp"
+    staging.write_text(json.dumps(result, indent=2))
+    staging.replace(run_dir / "result.json")
 
 
 def finished_runs(out: Path, rows: dict[str, list[str]]) -> dict[str, list[dict[str, Any]]]:

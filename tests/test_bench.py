@@ -60,6 +60,11 @@ def test_table_grows_over_invocations_and_reuses_only_unchanged_runs(tmp_path, d
         main(["--rows", "hybrid", *common, "model.net.dropout=0.2"])
     (aside,) = (tmp_path / "hybrid").glob("seed1.replaced-*")
     assert (aside / "result.json").is_file()  # the earlier result is kept, out of the table
+    # A truncated result counts as unfinished: set aside and trained again, never a traceback.
+    (tmp_path / "no_lstm" / "seed1" / "result.json").write_text('{"overrides": [')
+    with pytest.raises(AssertionError, match="trained again"):
+        main(["--rows", "no_lstm", *common])
+    assert list((tmp_path / "no_lstm").glob("seed1.replaced-*"))
 
 
 def test_selection_on_the_test_split_is_refused(tmp_path):
