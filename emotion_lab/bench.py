@@ -211,24 +211,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
 
     bench = OmegaConf.load(Path(CONFIG_DIR) / "bench.yaml")
-    rows = dict(bench.rows)
-    if args.rows:
-        unknown = set(args.rows.split(",")) - set(rows)
-        if unknown:
-            parser.error(f"--rows: unknown {sorted(unknown)}; allowed: {', '.join(rows)}")
-        rows = {k: v for k, v in rows.items() if k in args.rows.split(",")}
     quick = list(bench.quick) if args.quick else []
 
     def row_overrides(overrides) -> list[str]:
         # --quick and the command line come last: they win over a row's own budget.
         return [*bench.recipe, *overrides, *quick, *args.overrides]
 
+    all_rows = {name: row_overrides(overrides) for name, overrides in bench.rows.items()}
+    selected = list(all_rows)
+    if args.rows:
+        unknown = set(args.rows.split(",")) - set(all_rows)
+        if unknown:
+            parser.error(f"--rows: unknown {sorted(unknown)}; allowed: {', '.join(all_rows)}")
+        selected = [name for name in all_rows if name in args.rows.split(",")]
+
     out = args.out or PROJECT_ROOT / "outputs" / "bench" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
     try:
         # Validate every row before the first minute of training is spent.
-        for name, overrides in rows.items():
-            check_validation_only(name, compose_train(row_overrides(overrides), out))
+        for name in selected:
+            check_validation_only(name, compose_train(all_rows[name], out))
         data_dir = compose_train(row_overrides([]), out).data.dir
         meta = {
             "date": datetime.now().isoformat(timespec="seconds"),
@@ -238,11 +240,10 @@ def main(argv: list[str] | None = None) -> int:
             "requested_seeds": args.seeds,
         }
         svm = {"tfidf_svm": [run_svm(data_dir, bench.svm, 96 if args.quick else None)]}
-        all_rows = {name: row_overrides(overrides) for name, overrides in bench.rows.items()}
         write_results(out, meta, {**svm, **finished_runs(out, all_rows)})
-        for name, overrides in rows.items():
+        for name in selected:
             for seed in args.seeds:
-                run_row(name, row_overrides(overrides), seed, out)
+                run_row(name, all_rows[name], seed, out)
                 write_results(out, meta, {**svm, **finished_runs(out, all_rows)})
     except UserInputError as err:
         log.error("%s", err)

@@ -27,7 +27,7 @@ from emotion_lab.config import PROJECT_ROOT
 from emotion_lab.data.datamodule import EmotionDataModule
 from emotion_lab.losses import FocalLoss
 from emotion_lab.models.encoder import DEFAULT_ENCODER
-from emotion_lab.models.networks import BiLSTMAttentionNet
+from emotion_lab.models.networks import LSTM_IMPLS, BiLSTMAttentionNet
 
 
 def time_head(
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hidden", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--group-by-length", choices=["on", "off", "both"], default="on")
-    parser.add_argument("--lstm-impl", nargs="+", default=["padded"], choices=["padded", "packed"])
+    parser.add_argument("--lstm-impl", nargs="+", default=["padded"], choices=LSTM_IMPLS)
     parser.add_argument("--precision", nargs="+", default=["32"], choices=["32", "bf16"])
     parser.add_argument("--threads", type=int, nargs="+", default=[2])
     parser.add_argument("--sentences", type=int, default=3000, help="training sentences timed per setting")
