@@ -11,3 +11,7 @@ class ModelLoadError(UserInputError, ValueError):
 
 class ConfigError(UserInputError, ValueError):
     """An option outside its allowed values; the message names the option and what is allowed."""
+
+
+class TrainingDivergedError(UserInputError, RuntimeError):
+    """Training went non-finite and stayed so: the settings (learning rates, precision) cannot train."""

@@ -25,6 +25,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import hydra
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
 from omegaconf import DictConfig
 
 from emotion_lab.config import CONFIG_DIR
@@ -63,6 +64,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     fit_metrics = metrics_to_floats(trainer.callback_metrics)
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    # A weight-averaging callback (callbacks=[default,ema]) has written the averaged weights as each
+    # checkpoint's state_dict. Left in place, it would load the raw weights back from the checkpoint
+    # and swap the average in for validation only: the test would score the raw weights.
+    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
     if cfg.get("train") and best:
         # After fit, callback_metrics hold the *last* epoch's validation; report the selected one's.
         trainer.validate(model, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)

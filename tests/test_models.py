@@ -163,3 +163,53 @@ def test_optimizer_gives_encoder_and_head_their_own_learning_rates(tiny_encoder)
 def test_bad_schedule_is_named(tiny_encoder):
     with pytest.raises(ValueError, match="allowed values"):
         EmotionClassifier(make_net("linear", tiny_encoder), scheduler={"name": "exponential"})
+
+
+def test_layer_decay_scales_each_encoder_layer_and_covers_every_parameter(tiny_encoder):
+    model = EmotionClassifier(
+        make_net("hybrid", tiny_encoder), optimizer={"lr": 1e-3, "encoder_lr": 1e-4, "layer_decay": 0.5}
+    )
+
+    class FakeTrainer:
+        estimated_stepping_batches = 100
+
+    model._trainer = FakeTrainer()
+    groups = model.configure_optimizers()["optimizer"].param_groups
+    head, embeddings, layer1, layer2 = groups  # the tiny encoder has 2 layers
+    encoder = model.net.encoder
+    assert {id(p) for p in embeddings["params"]} == {id(p) for p in encoder.embeddings.parameters()}
+    assert {id(p) for p in layer2["params"]} == {id(p) for p in encoder.encoder.layer[1].parameters()}
+    # The top layer learns at encoder_lr, each one below at half the rate above it.
+    assert [g["initial_lr"] for g in groups] == pytest.approx([1e-3, 2.5e-5, 5e-5, 1e-4])
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in model.parameters()}
+
+
+def test_layer_decay_skips_frozen_layers(tiny_encoder):
+    model = EmotionClassifier(
+        make_net("hybrid", tiny_encoder, frozen_layers=1), optimizer={"encoder_lr": 1e-4, "layer_decay": 0.5}
+    )
+
+    class FakeTrainer:
+        estimated_stepping_batches = 100
+
+    model._trainer = FakeTrainer()
+    head, top = model.configure_optimizers()["optimizer"].param_groups
+    assert top["initial_lr"] == pytest.approx(1e-4)
+    assert {id(p) for p in top["params"]} == {id(p) for p in model.net.encoder.encoder.layer[1].parameters()}
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.5])
+def test_bad_layer_decay_is_named(tiny_encoder, decay):
+    with pytest.raises(ConfigError, match=r"model.optimizer.layer_decay=.*\(0, 1\]"):
+        EmotionClassifier(make_net("linear", tiny_encoder), optimizer={"layer_decay": decay})
+
+
+def test_gradient_clipping_still_clips_by_norm(tiny_encoder):
+    model = EmotionClassifier(make_net("linear", tiny_encoder))
+    optimizer = torch.optim.AdamW(model.parameters())
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 3.0)
+    model.configure_gradient_clipping(optimizer, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in model.parameters()]))
+    assert norm == pytest.approx(1.0, rel=1e-2) and model.skipped_steps == 0  # unclipped: ~3 * sqrt(#params)

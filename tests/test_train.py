@@ -10,8 +10,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
 from emotion_lab.config import CONFIG_DIR, PROJECT_ROOT
+from emotion_lab.errors import TrainingDivergedError
 from emotion_lab.evaluate import evaluate
-from emotion_lab.models.classifier import load_classifier
+from emotion_lab.models.classifier import EmotionClassifier, load_classifier
 from emotion_lab.train import train
 from tests.conftest import compose_config
 
@@ -176,3 +177,66 @@ def test_user_errors_become_one_message_and_exit_status_2(caplog):
 
     with pytest.raises(KeyError):
         run_task(bug, cfg=None)
+
+
+def test_weight_averaging_is_what_validation_test_and_the_checkpoint_hold(tiny_train_cfg, tmp_path):
+    cfg = compose_config(
+        "train",
+        [
+            f"model.net.encoder_name={tiny_train_cfg.model.net.encoder_name}",
+            f"data.dir={tiny_train_cfg.data.dir}",
+            "callbacks=[default,ema]",
+            "callbacks.ema.decay=0.5",  # far from the raw weights after a few steps
+            "model.optimizer.lr=1e-2",
+            "trainer.max_epochs=2",
+            "logger=csv",
+            "trainer.enable_progress_bar=false",
+            "callbacks.progress_bar=null",
+            "export=false",
+        ],
+        Path(tiny_train_cfg.paths.output_dir),
+    )
+    metrics, objects = train(cfg)
+    best = objects["trainer"].checkpoint_callback.best_model_path
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+    averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert any(not torch.equal(averaged[k], raw[k]) for k in averaged if averaged[k].is_floating_point())
+    # The test scored the averaged weights: the same numbers as evaluating the checkpoint alone.
+    eval_cfg = compose_config(
+        "evaluate",
+        [f"ckpt_path={best}", f"data.dir={cfg.data.dir}", "trainer.enable_progress_bar=false"],
+        tmp_path / "e",
+    )
+    eval_metrics, _ = evaluate(eval_cfg)
+    assert eval_metrics["test/loss"] == pytest.approx(metrics["test/loss"], abs=1e-6)
+    assert metrics["val/f1_weighted"] == pytest.approx(metrics["val/f1_weighted_best"])
+
+
+def poison_steps(monkeypatch, steps):
+    """Make the loss (so every gradient) NaN at the given global steps; `steps=None`: at every step."""
+    original = EmotionClassifier.training_step
+
+    def training_step(self, batch, batch_idx):
+        loss = original(self, batch, batch_idx)
+        return loss * float("nan") if steps is None or self.global_step in steps else loss
+
+    monkeypatch.setattr(EmotionClassifier, "training_step", training_step)
+
+
+def test_a_step_with_non_finite_gradients_is_skipped_not_applied(tiny_train_cfg, monkeypatch):
+    poison_steps(monkeypatch, {1})
+    with open_dict(tiny_train_cfg):
+        tiny_train_cfg.trainer.max_epochs = 2
+    metrics, objects = train(tiny_train_cfg)
+    model = objects["model"]
+    assert model.skipped_steps == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    saved = json.loads((Path(tiny_train_cfg.paths.output_dir) / "metrics.json").read_text())
+    assert saved["status"] == "ok" and saved["train/skipped_steps"] == 1.0
+
+
+def test_gradients_that_stay_non_finite_stop_the_run_with_a_one_line_error(tiny_train_cfg, monkeypatch):
+    monkeypatch.setattr("emotion_lab.models.classifier.MAX_SKIPPED_IN_A_ROW", 3)
+    poison_steps(monkeypatch, None)
+    with pytest.raises(TrainingDivergedError, match="3 steps in a row up to step 2 .* lower model.optimizer.lr"):
+        train(tiny_train_cfg)

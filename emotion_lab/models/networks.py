@@ -143,6 +143,15 @@ class EmotionNet(nn.Module):
     def encoder_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.encoder.parameters() if p.requires_grad]
 
+    def encoder_parameters_by_depth(self) -> list[list[nn.Parameter]]:
+        """Trainable encoder parameters from the bottom up: the embeddings, then each transformer layer;
+        anything else the encoder holds (a final LayerNorm, say) goes with the top layer."""
+        layers = transformer_layers(self.encoder)
+        by_depth = [list(self.encoder.embeddings.parameters())] + [list(layer.parameters()) for layer in layers]
+        placed = {id(p) for params in by_depth for p in params}
+        by_depth[-1] += [p for p in self.encoder.parameters() if id(p) not in placed]
+        return [[p for p in params if p.requires_grad] for params in by_depth]
+
     def head_parameters(self) -> list[nn.Parameter]:
         encoder_ids = {id(p) for p in self.encoder.parameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in encoder_ids]
