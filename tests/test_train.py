@@ -19,6 +19,14 @@ from tests.conftest import compose_config
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 
 
+def evaluate_checkpoint(ckpt_path: str, data_dir: str, output_dir: Path) -> dict[str, float]:
+    """`python -m emotion_lab.evaluate` on a checkpoint: its test metrics."""
+    cfg = compose_config(
+        "evaluate", [f"ckpt_path={ckpt_path}", f"data.dir={data_dir}", "trainer.enable_progress_bar=false"], output_dir
+    )
+    return evaluate(cfg)[0]
+
+
 def test_fast_dev_run_with_a_tiny_encoder(tiny_train_cfg):
     with open_dict(tiny_train_cfg):
         tiny_train_cfg.trainer.fast_dev_run = True
@@ -51,12 +59,7 @@ def test_training_writes_the_run_folder_and_evaluate_reproduces_the_test(tiny_tr
 
     best = objects["trainer"].checkpoint_callback.best_model_path
     assert Path(best).is_file() and (out / "checkpoints" / "last.ckpt").is_file()
-    eval_cfg = compose_config(
-        "evaluate",
-        [f"ckpt_path={best}", f"data.dir={tiny_train_cfg.data.dir}", "trainer.enable_progress_bar=false"],
-        tmp_path / "eval",
-    )
-    eval_metrics, _ = evaluate(eval_cfg)
+    eval_metrics = evaluate_checkpoint(best, tiny_train_cfg.data.dir, tmp_path / "eval")
     assert eval_metrics["test/f1_weighted"] == pytest.approx(metrics["test/f1_weighted"], abs=1e-6)
 
     # The checkpoint rebuilds its network alone and gives the trained model's logits.
@@ -202,12 +205,7 @@ def test_weight_averaging_is_what_validation_test_and_the_checkpoint_hold(tiny_t
     averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
     assert any(not torch.equal(averaged[k], raw[k]) for k in averaged if averaged[k].is_floating_point())
     # The test scored the averaged weights: the same numbers as evaluating the checkpoint alone.
-    eval_cfg = compose_config(
-        "evaluate",
-        [f"ckpt_path={best}", f"data.dir={cfg.data.dir}", "trainer.enable_progress_bar=false"],
-        tmp_path / "e",
-    )
-    eval_metrics, _ = evaluate(eval_cfg)
+    eval_metrics = evaluate_checkpoint(best, cfg.data.dir, tmp_path / "eval")
     assert eval_metrics["test/loss"] == pytest.approx(metrics["test/loss"], abs=1e-6)
     assert metrics["val/f1_weighted"] == pytest.approx(metrics["val/f1_weighted_best"])
 
