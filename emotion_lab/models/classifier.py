@@ -223,7 +223,7 @@ class EmotionClassifier(L.LightningModule):
         `encoder_lr`, each layer below at d times the one above, the embeddings least: the lower
         layers hold the general-purpose features that fine-tuning should disturb least."""
         lr, decay = self.hparams.optimizer["encoder_lr"], self.hparams.optimizer["layer_decay"]
-        if decay == 1.0:
+        if decay == 1.0:  # one group, as before the option: earlier checkpoints' optimizer states still resume
             params = self.net.encoder_parameters()
             return [{"params": params, "lr": lr}] if params else []
         by_depth = self.net.encoder_parameters_by_depth()
