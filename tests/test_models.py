@@ -15,6 +15,16 @@ def make_net(kind, encoder, **kwargs):
     return EncoderLinearNet(encoder, **kwargs)
 
 
+def configure_optimizers(model: EmotionClassifier) -> dict:
+    """`model.configure_optimizers()` outside a Trainer (the schedule only needs the step count)."""
+
+    class FakeTrainer:
+        estimated_stepping_batches = 100
+
+    model._trainer = FakeTrainer()
+    return model.configure_optimizers()
+
+
 @pytest.fixture
 def batch(tiny_encoder):
     tokenizer = load_tokenizer(tiny_encoder)
@@ -147,11 +157,7 @@ def test_frozen_layers_freeze_the_embeddings_and_lower_layers_only(tiny_encoder)
 def test_optimizer_gives_encoder_and_head_their_own_learning_rates(tiny_encoder):
     model = EmotionClassifier(make_net("hybrid", tiny_encoder), optimizer={"lr": 1e-3, "encoder_lr": 2e-5})
 
-    class FakeTrainer:
-        estimated_stepping_batches = 100
-
-    model._trainer = FakeTrainer()
-    config = model.configure_optimizers()
+    config = configure_optimizers(model)
     head, encoder = config["optimizer"].param_groups
     assert {id(p) for p in encoder["params"]} == {id(p) for p in model.net.encoder.parameters()}
     # Linear warmup starts from zero: the initial_lr are the configured rates.
@@ -170,11 +176,7 @@ def test_layer_decay_scales_each_encoder_layer_and_covers_every_parameter(tiny_e
         make_net("hybrid", tiny_encoder), optimizer={"lr": 1e-3, "encoder_lr": 1e-4, "layer_decay": 0.5}
     )
 
-    class FakeTrainer:
-        estimated_stepping_batches = 100
-
-    model._trainer = FakeTrainer()
-    groups = model.configure_optimizers()["optimizer"].param_groups
+    groups = configure_optimizers(model)["optimizer"].param_groups
     head, embeddings, layer1, layer2 = groups  # the tiny encoder has 2 layers
     encoder = model.net.encoder
     assert {id(p) for p in embeddings["params"]} == {id(p) for p in encoder.embeddings.parameters()}
@@ -190,11 +192,7 @@ def test_layer_decay_skips_frozen_layers(tiny_encoder):
         make_net("hybrid", tiny_encoder, frozen_layers=1), optimizer={"encoder_lr": 1e-4, "layer_decay": 0.5}
     )
 
-    class FakeTrainer:
-        estimated_stepping_batches = 100
-
-    model._trainer = FakeTrainer()
-    head, top = model.configure_optimizers()["optimizer"].param_groups
+    head, top = configure_optimizers(model)["optimizer"].param_groups
     assert top["initial_lr"] == pytest.approx(1e-4)
     assert {id(p) for p in top["params"]} == {id(p) for p in model.net.encoder.encoder.layer[1].parameters()}
 
