@@ -53,7 +53,7 @@ def time_head(
         freeze_encoder=True,
         pretrained=False,
     ).train()
-    optimizer = torch.optim.AdamW(net.head_parameters(), lr=1e-3)
+    optimizer = torch.optim.AdamW(net.head_parameters(), lr=1e-3, fused=True)  # as in training
     loss_fn = FocalLoss(gamma=2.0)
     loader = datamodule.train_dataloader()
     stride = max(1, len(loader) * batch_size // sentences)

@@ -69,6 +69,15 @@ class FocalLoss(nn.Module):
         return loss.mean()
 
 
+def consistency_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """R-Drop's regulariser (Liang et al., 2021): the symmetric KL divergence between the predictions
+    of two forward passes with different dropout masks, averaged over both directions and the batch."""
+    log_p, log_q = F.log_softmax(logits_a.float(), dim=-1), F.log_softmax(logits_b.float(), dim=-1)
+    kl_pq = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+    kl_qp = F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)
+    return (kl_pq + kl_qp) / 2
+
+
 def build_loss(
     name: str = "focal",
     gamma: float = 2.0,

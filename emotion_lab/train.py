@@ -24,12 +24,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import hydra
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from omegaconf import DictConfig
 
 from emotion_lab.config import CONFIG_DIR
 from emotion_lab.utils import (
+    configure_torch,
     instantiate_callbacks,
     instantiate_loggers,
     log_hyperparameters,
@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Seed, build, fit, then test the best checkpoint. Returns (metrics, objects)."""
     L.seed_everything(cfg.seed, workers=True)
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(cfg.torch_threads)
+    # Outside this module: launchers pickle `python -m` entry points by value, and torch.backends.cuda cannot be.
+    configure_torch(cfg.get("torch_threads"), bool(cfg.get("cudnn_attention", True)))
     output_dir = Path(cfg.paths.output_dir)
 
     log.info("data: %s", cfg.data._target_)

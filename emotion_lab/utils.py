@@ -21,6 +21,13 @@ from emotion_lab.errors import UserInputError
 log = logging.getLogger(__name__)
 
 
+def configure_torch(threads: int | None, cudnn_attention: bool) -> None:
+    """Process-wide torch settings from the run config (`torch_threads`, `cudnn_attention`)."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch.backends.cuda.enable_cudnn_sdp(cudnn_attention)
+
+
 def instantiate_callbacks(cfg: DictConfig | None) -> list[L.Callback]:
     """Every entry of the `callbacks` group that has a `_target_` (a null entry switches one off)."""
     return [hydra.utils.instantiate(c) for c in (cfg or {}).values() if isinstance(c, DictConfig) and "_target_" in c]

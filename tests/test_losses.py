@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from emotion_lab.losses import FocalLoss, build_loss, class_weights
+from emotion_lab.losses import FocalLoss, build_loss, class_weights, consistency_kl
 
 
 @pytest.fixture
@@ -60,3 +60,13 @@ def test_inverse_frequency_weights_favour_rare_classes():
 def test_bad_loss_options_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_loss(**kwargs)
+
+
+def test_consistency_kl_is_the_mean_of_both_kl_directions(batch):
+    logits, _ = batch
+    other = logits.flip(0)
+    p, q = logits.softmax(-1), other.softmax(-1)
+    kl_pq = (p * (p / q).log()).sum(-1).mean()
+    kl_qp = (q * (q / p).log()).sum(-1).mean()
+    assert torch.allclose(consistency_kl(logits, other), (kl_pq + kl_qp) / 2, atol=1e-5)
+    assert consistency_kl(logits, logits).item() == pytest.approx(0.0, abs=1e-6)

@@ -164,6 +164,24 @@ def test_optimizer_gives_encoder_and_head_their_own_learning_rates(tiny_encoder)
     assert (head["initial_lr"], encoder["initial_lr"]) == (1e-3, 2e-5)
     total = sum(p.numel() for g in config["optimizer"].param_groups for p in g["params"])
     assert total == sum(p.numel() for p in model.parameters())
+    assert config["optimizer"].defaults["fused"] is True  # conf/model/default.yaml's default too
+
+
+def test_fused_and_unfused_adamw_take_the_same_step(tiny_encoder):
+    weights = {}
+    for fused in (True, False):
+        model = EmotionClassifier(make_net("linear", tiny_encoder), optimizer={"fused": fused})
+        before = torch.cat([p.detach().flatten() for p in model.parameters()])
+        optimizer = configure_optimizers(model)["optimizer"]
+        for group in optimizer.param_groups:
+            group["lr"] = 1e-2  # past the warmup, which starts at 0
+        for step in range(3):
+            for p in model.parameters():
+                p.grad = torch.full_like(p, 0.5 - step)
+            optimizer.step()
+        weights[fused] = torch.cat([p.detach().flatten() for p in model.parameters()])
+        assert (weights[fused] - before).abs().min() > 1e-4
+    assert torch.allclose(weights[True], weights[False], atol=1e-6)
 
 
 def test_bad_schedule_is_named(tiny_encoder):
@@ -211,3 +229,38 @@ def test_gradient_clipping_still_clips_by_norm(tiny_encoder):
     model.configure_gradient_clipping(optimizer, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in model.parameters()]))
     assert norm == pytest.approx(1.0, rel=1e-2) and model.skipped_steps == 0  # unclipped: ~3 * sqrt(#params)
+
+
+@pytest.mark.parametrize("scope", ["network", "head"])
+def test_rdrop_in_eval_mode_is_the_plain_loss(tiny_encoder, batch, scope):
+    # Without dropout both passes agree: the KL term is 0 and the doubled batch's mean is the plain mean.
+    labelled = {**batch, "labels": torch.tensor([1, 4, 5])}
+    plain = EmotionClassifier(make_net("hybrid", tiny_encoder)).eval()
+    rdrop = EmotionClassifier(make_net("hybrid", tiny_encoder), loss={"rdrop": 5.0, "rdrop_scope": scope}).eval()
+    assert rdrop.training_step(labelled, 0).item() == pytest.approx(plain.training_step(labelled, 0).item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("scope", ["network", "head"])
+def test_rdrop_compares_two_dropout_passes_of_the_same_batch(tiny_encoder, batch, monkeypatch, scope):
+    from emotion_lab.models import classifier
+
+    seen = []
+    monkeypatch.setattr(classifier, "consistency_kl", lambda a, b: seen.append((a, b)) or a.new_zeros(()))
+    model = EmotionClassifier(make_net("hybrid", tiny_encoder, dropout=0.5), loss={"rdrop": 1.0, "rdrop_scope": scope})
+    model.train()
+    model.training_step({**batch, "labels": torch.tensor([1, 4, 5])}, 0)
+    ((first, second),) = seen
+    assert first.shape == second.shape == (3, 6)
+    assert not torch.allclose(first, second)
+
+
+@pytest.mark.parametrize(
+    "loss, message",
+    [
+        ({"rdrop": -1.0}, r"loss.rdrop=-1.0: must be >= 0"),
+        ({"rdrop_scope": "encoder"}, r"allowed values are \('network'"),
+    ],
+)
+def test_bad_rdrop_options_are_named(tiny_encoder, loss, message):
+    with pytest.raises(ConfigError, match=message):
+        EmotionClassifier(make_net("linear", tiny_encoder), loss=loss)

@@ -27,10 +27,16 @@ def evaluate_checkpoint(ckpt_path: str, data_dir: str, output_dir: Path) -> dict
     return evaluate(cfg)[0]
 
 
-def test_fast_dev_run_with_a_tiny_encoder(tiny_train_cfg):
+@pytest.mark.parametrize("rdrop", [0.0, 1.0])
+def test_fast_dev_run_with_a_tiny_encoder(tiny_train_cfg, monkeypatch, rdrop):
+    cudnn_attention = []
+    monkeypatch.setattr(torch.backends.cuda, "enable_cudnn_sdp", cudnn_attention.append)
     with open_dict(tiny_train_cfg):
         tiny_train_cfg.trainer.fast_dev_run = True
+        tiny_train_cfg.loss.rdrop = rdrop
     metrics, objects = train(tiny_train_cfg)
+    assert cudnn_attention == [False]  # conf/train.yaml: cudnn_attention=false
+    assert objects["model"].rdrop == rdrop
     assert 0.0 <= metrics["test/f1_weighted"] <= 1.0
     assert {f"test_f1/{label}" for label in ("sadness", "love", "surprise")} <= set(metrics)
 
@@ -211,14 +217,15 @@ def test_weight_averaging_is_what_validation_test_and_the_checkpoint_hold(tiny_t
 
 
 def poison_steps(monkeypatch, steps):
-    """Make the loss (so every gradient) NaN at the given global steps; `steps=None`: at every step."""
-    original = EmotionClassifier.training_step
+    """Make the training loss (so every gradient) NaN at the given global steps; `steps=None`: at every step."""
+    original = EmotionClassifier._step
 
-    def training_step(self, batch, batch_idx):
-        loss = original(self, batch, batch_idx)
-        return loss * float("nan") if steps is None or self.global_step in steps else loss
+    def step(self, batch):
+        loss, logits = original(self, batch)
+        poisoned = self.training and (steps is None or self.global_step in steps)
+        return (loss * float("nan") if poisoned else loss), logits
 
-    monkeypatch.setattr(EmotionClassifier, "training_step", training_step)
+    monkeypatch.setattr(EmotionClassifier, "_step", step)
 
 
 def test_a_step_with_non_finite_gradients_is_skipped_not_applied(tiny_train_cfg, monkeypatch):

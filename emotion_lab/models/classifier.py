@@ -22,7 +22,7 @@ from transformers import get_scheduler
 
 from emotion_lab.data.labels import ID2LABEL, LABELS, NUM_CLASSES
 from emotion_lab.errors import ConfigError, ModelLoadError, TrainingDivergedError
-from emotion_lab.losses import build_loss
+from emotion_lab.losses import build_loss, consistency_kl
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 MAX_SKIPPED_IN_A_ROW = 25
 
 SCHEDULES = ("linear", "cosine", "constant")
+RDROP_SCOPES = ("network", "head")
 
 
 def stage_metrics(stage: str) -> MetricCollection:
@@ -55,6 +56,11 @@ def stage_metrics(stage: str) -> MetricCollection:
     )
 
 
+def criterion_options(loss: dict[str, Any]) -> dict[str, Any]:
+    """The `loss` config's options for the per-batch criterion (`build_loss`)."""
+    return {key: value for key, value in loss.items() if key not in ("rdrop", "rdrop_scope")}
+
+
 class EmotionClassifier(L.LightningModule):
     """Trains any `EmotionNet`.
 
@@ -74,7 +80,14 @@ class EmotionClassifier(L.LightningModule):
         super().__init__()
         self.net = net
         loss = dict(loss or {"name": "focal", "gamma": 2.0})
-        optimizer = {"lr": 1e-3, "encoder_lr": 5e-5, "weight_decay": 0.01, "layer_decay": 1.0, **(optimizer or {})}
+        optimizer = {
+            "lr": 1e-3,
+            "encoder_lr": 5e-5,
+            "weight_decay": 0.01,
+            "layer_decay": 1.0,
+            "fused": True,
+            **(optimizer or {}),
+        }
         scheduler = {"name": "linear", "warmup_ratio": 0.06, **(scheduler or {})}
         if scheduler["name"] not in SCHEDULES:
             raise ConfigError(f"model.scheduler.name={scheduler['name']!r}: allowed values are {SCHEDULES}")
@@ -82,8 +95,15 @@ class EmotionClassifier(L.LightningModule):
             raise ConfigError(f"model.optimizer.layer_decay={optimizer['layer_decay']}: must be in (0, 1] (1 = off)")
         if not 0.0 <= scheduler["warmup_ratio"] < 1.0:
             raise ConfigError(f"model.scheduler.warmup_ratio={scheduler['warmup_ratio']}: must be in [0, 1)")
+        # R-Drop is a training objective over two passes, not a per-batch criterion: the module runs it.
+        self.rdrop = float(loss.get("rdrop", 0.0))
+        self.rdrop_scope = loss.get("rdrop_scope", "network")
+        if self.rdrop < 0:
+            raise ConfigError(f"loss.rdrop={self.rdrop}: must be >= 0 (0 = off)")
+        if self.rdrop_scope not in RDROP_SCOPES:
+            raise ConfigError(f"loss.rdrop_scope={self.rdrop_scope!r}: allowed values are {RDROP_SCOPES}")
         # Build once now so a bad loss option fails before training (alpha needing counts is rebuilt in setup).
-        self.loss_fn = build_loss(**{**loss, "alpha": None})
+        self.loss_fn = build_loss(**{**criterion_options(loss), "alpha": None})
         self.save_hyperparameters(
             {"loss": loss, "optimizer": optimizer, "scheduler": scheduler, "net": dict(getattr(net, "config", {}))}
         )
@@ -101,7 +121,9 @@ class EmotionClassifier(L.LightningModule):
         if getattr(datamodule, "uses_feature_cache", False):
             self.cache_layer = self._check_cache_layer(datamodule.hparams.feature_cache.get("layer", -1))
         if self.hparams.loss.get("alpha") not in (None, "none"):
-            self.loss_fn = build_loss(**self.hparams.loss, class_counts=getattr(datamodule, "class_counts", None))
+            self.loss_fn = build_loss(
+                **criterion_options(self.hparams.loss), class_counts=getattr(datamodule, "class_counts", None)
+            )
 
     def _check_cache_layer(self, layer: int) -> int:
         """The encoder layer the cached states come from; nothing trainable may lie below it."""
@@ -137,7 +159,11 @@ class EmotionClassifier(L.LightningModule):
         self.val_f1_best.reset()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._step(batch)
+        if self.rdrop:
+            loss, logits = self._two_dropout_passes(batch)
+            loss = loss + self.rdrop * consistency_kl(*logits.chunk(2))
+        else:
+            loss, _ = self._step(batch)
         self.train_loss(loss)
         self.log(
             "train/loss",
@@ -148,6 +174,16 @@ class EmotionClassifier(L.LightningModule):
             batch_size=batch["labels"].numel(),
         )
         return loss
+
+    def _two_dropout_passes(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """R-Drop's two passes as one forward over the batch stacked on itself: every row draws its own
+        dropout masks, and the criterion's batch mean is the mean of the two passes' losses. With
+        scope `head` the encoder runs once and only the head (LSTM, attention, classifier) twice."""
+        if self.rdrop_scope == "network" or "hidden" in batch:
+            return self._step({key: torch.cat([value, value]) for key, value in batch.items()})
+        hidden, mask = self.net.encode(batch["input_ids"], batch["attention_mask"])
+        logits = self.net.head(torch.cat([hidden, hidden]), torch.cat([mask, mask]))
+        return self.loss_fn(logits, torch.cat([batch["labels"], batch["labels"]])), logits
 
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
@@ -210,7 +246,7 @@ class EmotionClassifier(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         opt = self.hparams.optimizer
         groups = [{"params": self.net.head_parameters(), "lr": opt["lr"]}] + self._encoder_groups()
-        optimizer = torch.optim.AdamW(groups, weight_decay=opt["weight_decay"])
+        optimizer = torch.optim.AdamW(groups, weight_decay=opt["weight_decay"], fused=opt["fused"])
         sched = self.hparams.scheduler
         total = self.trainer.estimated_stepping_batches
         schedule = get_scheduler(
