@@ -44,7 +44,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Seed, build, fit, then test the best checkpoint. Returns (metrics, objects)."""
     L.seed_everything(cfg.seed, workers=True)
     # Outside this module: launchers pickle `python -m` entry points by value, and torch.backends.cuda cannot be.
-    configure_torch(cfg.get("torch_threads"), bool(cfg.get("cudnn_attention", True)))
+    configure_torch(cfg.torch_threads, cfg.cudnn_attention)
     output_dir = Path(cfg.paths.output_dir)
 
     log.info("data: %s", cfg.data._target_)
