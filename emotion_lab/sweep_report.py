@@ -5,7 +5,9 @@
 Reads each trial folder's `.hydra/overrides.yaml` and `metrics.json` and writes
 `sweep_summary.md` and `sweep_summary.csv` into the multirun folder (and prints the Markdown).
 Validation metrics are those of the checkpoint the trial selected; a trial without metrics is
-listed as incomplete, a failed one with its reason. TensorBoard's HPARAMS tab shows the same trials:
+listed as incomplete, a failed one with its reason. The Markdown names the overrides every trial
+shares once, above the table, and shows each trial's own with 4 significant digits; the CSV keeps
+every trial's full overrides, exactly as launched. TensorBoard's HPARAMS tab shows the same trials:
 `tensorboard --logdir MULTIRUN_DIR`.
 """
 
@@ -39,7 +41,7 @@ def collect(multirun_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for trial in trials:
         overrides_file = trial / ".hydra" / "overrides.yaml"
-        overrides = " ".join(OmegaConf.load(overrides_file)) if overrides_file.is_file() else ""
+        overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
         metrics_file = trial / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {"status": "incomplete"}
         rows.append(
@@ -55,6 +57,22 @@ def collect(multirun_dir: Path) -> list[dict[str, Any]]:
     return sorted(ok, key=lambda r: -r["val/f1_weighted"]) + rest
 
 
+def shared_overrides(rows: list[dict[str, Any]]) -> list[str]:
+    """The overrides every trial was launched with (the command line's fixed part), in their order."""
+    first, *others = [r["overrides"] for r in rows]
+    return [o for o in first if all(o in trial for trial in others)]
+
+
+def _short(override: str) -> str:
+    """`key=value` with a float value cut to 4 significant digits: optuna writes all 17."""
+    key, sep, value = override.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        return override
+    return f"{key}{sep}{number:.4g}" if sep and not value.lstrip("-").isdigit() else override
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}" if value <= 1.0 else f"{value:.0f}"
@@ -62,9 +80,13 @@ def _cell(value: Any) -> str:
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
+    shared = shared_overrides(rows)
     head = ["trial", "status", "overrides", "val F1 w", "val F1 macro", *LABELS, "epochs", "train s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(_cell(r[c]) for c in COLUMNS) + " |" for r in rows]
+    lines = [f"Every trial: `{' '.join(shared)}`", ""] if shared else []
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        own = " ".join(_short(o) for o in row["overrides"] if o not in shared)
+        lines.append("| " + " | ".join(_cell(own if c == "overrides" else row[c]) for c in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -84,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.multirun_dir / "sweep_summary.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({**row, "overrides": " ".join(row["overrides"])} for row in rows)
     print(table)
     return 0
 

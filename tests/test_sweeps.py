@@ -1,6 +1,7 @@
 """Sweeps: Optuna and grid configs, failed trials, the summary table, joblib and DDP."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -106,3 +107,27 @@ def test_ddp_fast_dev_run_on_two_cpu_processes(tmp_path, data_dir, tiny_encoder)
 def test_report_on_a_missing_folder_is_one_line(tmp_path, capsys):
     assert sweep_report([str(tmp_path / "nope")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def write_trial(folder: Path, overrides: list[str], metrics: dict | None) -> None:
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if metrics is not None:
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_report_names_shared_overrides_once_and_keeps_exact_values_in_the_csv(tmp_path, capsys):
+    shared = ["hparams_search=optuna", "experiment=cached_head"]
+    write_trial(tmp_path / "0", ["model.optimizer.lr=0.0016009195245406263", *shared], {"val/f1_weighted": 0.8})
+    write_trial(tmp_path / "1", ["model.optimizer.lr=0.00030000000000000003", *shared], {"val/f1_weighted": 0.9})
+    write_trial(tmp_path / "2", ["model.net.attn_heads=3", *shared], {"status": "failed: attn_heads=3 must divide"})
+    write_trial(tmp_path / "10", ["model.net.lstm_hidden=512", *shared], None)
+    assert sweep_report([str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("Every trial: `hparams_search=optuna experiment=cached_head`")
+    body = [line for line in table.splitlines() if line.startswith("| ")][1:]
+    assert [line.split(" | ")[0] for line in body] == ["| 1", "| 0", "| 2", "| 10"]  # best first, then the rest
+    assert "| model.optimizer.lr=0.0003 |" in body[0] and "experiment=" not in "".join(body)
+    assert "model.net.lstm_hidden=512 |" in body[3] and "incomplete" in body[3]
+    rows = list(csv.DictReader((tmp_path / "sweep_summary.csv").open()))
+    assert rows[0]["overrides"] == " ".join(["model.optimizer.lr=0.00030000000000000003", *shared])
