@@ -65,12 +65,12 @@ def shared_overrides(rows: list[dict[str, Any]]) -> list[str]:
 
 def _short(override: str) -> str:
     """`key=value` with a float value cut to 4 significant digits: optuna writes all 17."""
-    key, sep, value = override.partition("=")
+    key, _, value = override.partition("=")
     try:
         number = float(value)
     except ValueError:
         return override
-    return f"{key}{sep}{number:.4g}" if sep and not value.lstrip("-").isdigit() else override
+    return override if value.lstrip("-").isdigit() else f"{key}={number:.4g}"
 
 
 def _cell(value: Any) -> str:
