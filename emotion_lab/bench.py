@@ -102,6 +102,40 @@ def run_svm(data_dir: str | None, settings: DictConfig, limit: int | None) -> di
     }
 
 
+def cpu_model() -> str:
+    """The CPU's model name (a speed measured on one CPU does not carry to another)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance() -> dict[str, Any]:
+    """What produced a result: code commit (and whether the tree had changes), CPU, torch."""
+    import subprocess
+
+    import torch
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return ""
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") or "unknown",
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cpu_native_bf16": bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+    }
+
+
 def seed_overrides(overrides: list[str], seed: int) -> list[str]:
     return [*overrides, f"seed={seed}", "export=false"]
 
@@ -116,7 +150,9 @@ def saved_result(out: Path, name: str, overrides: list[str], seed: int) -> dict[
     except ValueError:  # unreadable: treated as unfinished, so the run is set aside and trained again
         log.warning("%s is not valid JSON; the run counts as unfinished", saved)
         return None
-    return earlier["metrics"] if earlier.get("overrides") == seed_overrides(overrides, seed) else None
+    if earlier.get("overrides") != seed_overrides(overrides, seed):
+        return None
+    return {**earlier["metrics"], "provenance": earlier.get("provenance")}
 
 
 def run_row(name: str, overrides: list[str], seed: int, out: Path) -> None:
@@ -136,7 +172,7 @@ def run_row(name: str, overrides: list[str], seed: int, out: Path) -> None:
     metrics, objects = train(cfg)
     n_test = len(objects["datamodule"].datasets["test"])
     metrics = {**metrics, "sentences_per_s": n_test / metrics["test_seconds"]}
-    result = {"overrides": seed_overrides(overrides, seed), "metrics": metrics}
+    result = {"overrides": seed_overrides(overrides, seed), "metrics": metrics, "provenance": provenance()}
     # Written whole and renamed into place: a run stopped while writing never looks finished.
     staging = run_dir / "result.json.tmp"
     staging.write_text(json.dumps(result, indent=2))
@@ -234,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = compose_train(row_overrides([]), out).data.dir
         meta = {
             "date": datetime.now().isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            **provenance(),
             "command": "python -m emotion_lab.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
             "recipe": row_overrides([]),
             "requested_seeds": args.seeds,
