@@ -1,12 +1,12 @@
-# One command each: `make train` sets up and trains + tests the default recipe; `make test` sets up
-# and runs the test suite. Both work offline except for the package installs.
+# `make train` sets up and trains + tests the benchmark recipe; `make test` sets up and runs the tests.
+# Set-up needs the package index (and, for WordNet, apt or a network); training needs no network when
+# the data is next to the checkout (README, "Data").
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup train test lint clean-outputs
+.PHONY: setup wordnet train test lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
-setup: $(VENV)/.installed
+# WordNet for synonym augmentation: NLTK's copy, else Debian's packages (apt), else NLTK's downloader.
+wordnet: $(VENV)/.installed
+	$(BIN)/python -m emotion_lab.data.wordnet --setup
+
+setup: $(VENV)/.installed wordnet
 
 train: setup
 	$(BIN)/python -m emotion_lab.train experiment=best_cpu $(ARGS)
@@ -28,3 +32,4 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check emotion_lab tests
+	$(BIN)/ruff format --check emotion_lab tests

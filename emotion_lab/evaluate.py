@@ -1,6 +1,6 @@
 """Re-test a trained checkpoint on the test split.
 
-    python -m emotion_lab.evaluate ckpt_path=outputs/cpu_fast/runs/<time>/checkpoints/last.ckpt
+    python -m emotion_lab.evaluate ckpt_path=outputs/best_cpu/runs/<time>/checkpoints/last.ckpt
     python -m emotion_lab.evaluate ckpt_path=... data.dir=/other/emotion
 
 The network is rebuilt from the checkpoint alone (it stores its own config; nothing is unpickled),
@@ -23,9 +23,9 @@ import lightning as L
 from omegaconf import DictConfig, open_dict
 
 from emotion_lab.callbacks import TestReport
-from emotion_lab.config import CONFIG_DIR
 from emotion_lab.models.classifier import load_classifier
-from emotion_lab.utils import instantiate_loggers, metrics_to_floats, run_task
+from emotion_lab.utils.config import CONFIG_DIR
+from emotion_lab.utils.runtime import instantiate_loggers, metrics_to_floats, run_task
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Export a trained checkpoint as a self-contained model folder.
 
-    python -m emotion_lab.export ckpt_path=outputs/cpu_fast/runs/<time>/checkpoints/<best>.ckpt out=models/emotion
+    python -m emotion_lab.export ckpt_path=outputs/best_cpu/runs/<time>/checkpoints/<best>.ckpt out=models/emotion
 
 The folder loads with `EmotionPredictor.from_pretrained(out)` (no Hydra, Lightning or training
 data needed) and with `python -m emotion_lab.predict out`. Training exports its best checkpoint to
@@ -16,10 +16,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from emotion_lab.config import CONFIG_DIR
 from emotion_lab.data.labels import LABELS
-from emotion_lab.predictor import EmotionPredictor
-from emotion_lab.utils import run_task
+from emotion_lab.inference.predictor import EmotionPredictor
+from emotion_lab.utils.config import CONFIG_DIR
+from emotion_lab.utils.runtime import run_task
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from emotion_lab.errors import UserInputError
-from emotion_lab.predictor import EmotionPredictor, Prediction
+from emotion_lab.inference.predictor import EmotionPredictor, Prediction
 
 EXIT_WORDS = {"exit", "quit", ":q"}
 BAR_WIDTH = 24
@@ -216,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--top-words", type=int, default=0, help="interactive: show the N most-attended word-pieces")
     parser.add_argument(
-        "--quantize", action="store_true", help="int8 dynamic quantization (see README for its accuracy cost)"
+        "--quantize",
+        action="store_true",
+        help="int8 dynamic quantization (its accuracy cost: docs/experiments/2026-11-26-inference-speed.md)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

@@ -1,7 +1,7 @@
 """Train, validate and test an emotion classifier.
 
     python -m emotion_lab.train                                   # defaults: hybrid, focal loss
-    python -m emotion_lab.train experiment=cpu_fast               # the ~15-minute CPU recipe
+    python -m emotion_lab.train experiment=best_cpu               # the benchmark recipe
     python -m emotion_lab.train model/net=encoder_linear loss=ce  # the plain fine-tune
     python -m emotion_lab.train -m model.net.lstm_hidden=128,256 model.net.attn_heads=2,4
     python -m emotion_lab.train debug=fdr                         # one batch of each stage
@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,10 @@ import lightning as L
 from lightning.pytorch.callbacks import WeightAveraging
 from omegaconf import DictConfig
 
-from emotion_lab.config import CONFIG_DIR
-from emotion_lab.utils import (
+from emotion_lab.errors import ConfigError
+from emotion_lab.models.classifier import EmotionClassifier
+from emotion_lab.utils.config import CONFIG_DIR, cpu_has_native_bf16
+from emotion_lab.utils.runtime import (
     configure_torch,
     instantiate_callbacks,
     instantiate_loggers,
@@ -40,13 +43,31 @@ from emotion_lab.utils import (
 log = logging.getLogger(__name__)
 
 
+def check_optimized_metric(cfg: DictConfig) -> None:
+    """A sweep maximises `optimized_metric`: a name no run logs would score every trial as failed."""
+    name = cfg.get("optimized_metric")
+    if name is not None and name not in EmotionClassifier.metric_names():
+        raise ConfigError(
+            f"optimized_metric={name!r} is not a metric a run logs; e.g. val/f1_weighted_best, val/f1_macro, "
+            "val/f1_weighted (all: EmotionClassifier.metric_names())"
+        )
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Seed, build, fit, then test the best checkpoint. Returns (metrics, objects)."""
+    check_optimized_metric(cfg)
     L.seed_everything(cfg.seed, workers=True)
     # Outside this module: launchers pickle `python -m` entry points by value, and torch.backends.cuda cannot be.
     configure_torch(cfg.torch_threads, cfg.cudnn_attention)
     output_dir = Path(cfg.paths.output_dir)
 
+    precision = {"precision": str(cfg.trainer.precision), "cpu_native_bf16": cpu_has_native_bf16()}
+    log.info(
+        "precision %s on %s (CPU with native bf16: %s)",
+        precision["precision"],
+        cfg.trainer.accelerator,
+        "yes" if precision["cpu_native_bf16"] else "no: fp32 is faster than emulated bf16",
+    )
     log.info("data: %s", cfg.data._target_)
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     log.info("model: %s with net %s", cfg.model._target_, cfg.model.net._target_)
@@ -89,7 +110,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         export(best, output_dir / "model", metrics=metrics, data_source=datamodule.source)
     log_hyperparameters(cfg, model, trainer, metrics)
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_metrics(output_dir, {"status": status, "data_source": datamodule.source, **dict(sorted(metrics.items()))})
+    run_info = {"status": status, "data_source": datamodule.source, **precision}
+    write_metrics(output_dir, {**run_info, **dict(sorted(metrics.items()))})
     if "test/f1_weighted" in metrics:
         log.info(
             "test: weighted F1 %.4f, macro F1 %.4f, accuracy %.4f",
@@ -112,12 +134,22 @@ def main(cfg: DictConfig) -> float | None:
         write_metrics(Path(cfg.paths.output_dir), {"status": f"failed: {str(err).splitlines()[0]}"})
         return {}
 
+    try:
+        check_optimized_metric(cfg)
+    except ConfigError as err:  # every trial would fail the same way: stop, even in a sweep
+        log.error("%s", err)
+        sys.exit(2)
     metrics = run_task(lambda c: train(c)[0], cfg, on_failure=record_failure)
     value = metrics.get(cfg.get("optimized_metric"))
     if value is None and cfg.get("train"):
         # A sweeper needs a finite objective: a failed or diverged trial scores the worst possible F1.
         return 0.0
     return None if value is None else (value if math.isfinite(value) else 0.0)
+
+
+def cli() -> None:
+    """The `emotion-train` console script: main's return value is for sweepers, not an exit status."""
+    main()
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ from omegaconf import DictConfig, open_dict
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from emotion_lab.config import CONFIG_DIR  # noqa: E402
 from emotion_lab.data.labels import LABELS  # noqa: E402
 from emotion_lab.models.encoder import embedded_encoder_path  # noqa: E402
+from emotion_lab.utils.config import CONFIG_DIR  # noqa: E402
 
 # A few cue words per label: the tiny model can learn them, and the data stays synthetic (the real
 # dair-ai/emotion text is never copied into the project).

@@ -2,18 +2,19 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from emotion_lab.config import PROJECT_ROOT
 from emotion_lab.export import export
+from emotion_lab.inference.predictor import EmotionPredictor, ModelLoadError
 from emotion_lab.models.classifier import load_classifier
 from emotion_lab.predict import interactive, main
-from emotion_lab.predictor import EmotionPredictor, ModelLoadError
 from emotion_lab.train import train
+from emotion_lab.utils.config import PROJECT_ROOT
 from tests.conftest import compose_config
 
 
@@ -138,12 +139,11 @@ def test_bad_inputs_and_models_are_one_line_errors(trained, tmp_path, capsys):
     assert main([model, "--input", str(tmp_path / "missing.txt")]) == 2
     assert main([str(tmp_path / "no-model")]) == 2
     assert "no-model: not an emotion_lab model" in capsys.readouterr().err
-    corrupt = tmp_path / "corrupt"
-    corrupt.mkdir()
-    for name in ("emotion_lab.json", "model.safetensors"):
-        (trained["out"] / "model" / name).is_file() and (corrupt / name).write_bytes(b"garbage")
-    with pytest.raises(ModelLoadError, match="corrupt"):
-        EmotionPredictor.from_pretrained(corrupt)
+    # A valid folder whose weights file alone is damaged: the weights are read, and refused by name.
+    damaged = shutil.copytree(trained["out"] / "model", tmp_path / "damaged")
+    (damaged / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ModelLoadError, match=r"damaged/model.safetensors: not a readable safetensors file"):
+        EmotionPredictor.from_pretrained(damaged)
     (tmp_path / "x.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelLoadError, match="x.ckpt"):
         EmotionPredictor.from_pretrained(tmp_path / "x.ckpt")

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import subprocess
 import sys
@@ -7,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
-from emotion_lab.config import CONFIG_DIR, PROJECT_ROOT
-from emotion_lab.errors import TrainingDivergedError
+from emotion_lab.errors import ConfigError, TrainingDivergedError
 from emotion_lab.evaluate import evaluate
 from emotion_lab.models.classifier import EmotionClassifier, load_classifier
-from emotion_lab.train import train
-from tests.conftest import compose_config
+from emotion_lab.train import check_optimized_metric, train
+from emotion_lab.utils.config import CONFIG_DIR, PROJECT_ROOT
+from tests.conftest import QUIET, compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 
@@ -33,7 +34,7 @@ def test_fast_dev_run_with_a_tiny_encoder(tiny_train_cfg, monkeypatch, rdrop):
     monkeypatch.setattr(torch.backends.cuda, "enable_cudnn_sdp", cudnn_attention.append)
     with open_dict(tiny_train_cfg):
         tiny_train_cfg.trainer.fast_dev_run = True
-        tiny_train_cfg.loss.rdrop = rdrop
+        tiny_train_cfg.model.rdrop = rdrop
     metrics, objects = train(tiny_train_cfg)
     assert cudnn_attention == [False]  # conf/train.yaml: cudnn_attention=false
     assert objects["model"].rdrop == rdrop
@@ -53,6 +54,7 @@ def test_training_writes_the_run_folder_and_evaluate_reproduces_the_test(tiny_tr
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["test/f1_weighted"] == pytest.approx(metrics["test/f1_weighted"])
     assert "val/f1_weighted_best" in saved and saved["train_seconds"] > 0
+    assert saved["precision"] == "32-true" and isinstance(saved["cpu_native_bf16"], bool)  # what ran, and why
     # Per-class validation F1 went to the loggers as one scalar per class.
     logged = (out / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {f"val_f1/{label}" for label in ("sadness", "joy", "love", "anger", "fear", "surprise")} <= set(logged)
@@ -68,14 +70,16 @@ def test_training_writes_the_run_folder_and_evaluate_reproduces_the_test(tiny_tr
     eval_metrics = evaluate_checkpoint(best, tiny_train_cfg.data.dir, tmp_path / "eval")
     assert eval_metrics["test/f1_weighted"] == pytest.approx(metrics["test/f1_weighted"], abs=1e-6)
 
-    # The checkpoint rebuilds its network alone and gives the trained model's logits.
+    # The checkpoint rebuilds the network alone and gives the tested model's logits (trainer.test loaded
+    # the best weights into objects["model"]).
     reloaded = load_classifier(best)
+    assert reloaded.net is not objects["model"].net
     batch = next(iter(objects["datamodule"].test_dataloader()))
-    trained = type(reloaded).load_from_checkpoint(best, net=reloaded.net, weights_only=True).eval()
+    tested = objects["model"].eval()
     with torch.no_grad():
         assert torch.allclose(
             reloaded(batch["input_ids"], batch["attention_mask"]),
-            trained(batch["input_ids"], batch["attention_mask"]),
+            tested(batch["input_ids"], batch["attention_mask"]),
             atol=1e-6,
         )
 
@@ -95,7 +99,7 @@ def test_encoder_linear_variant_and_ce_loss_train(tiny_train_cfg, tiny_encoder):
         ],
         Path(tiny_train_cfg.paths.output_dir),
     )
-    assert cfg.model.loss.gamma == 0.0
+    assert cfg.model.loss._target_.endswith(".CrossEntropyLoss") and "gamma" not in cfg.loss
     metrics, objects = train(cfg)
     assert type(objects["model"].net).__name__ == "EncoderLinearNet"
     assert "test/f1_weighted" in metrics
@@ -112,11 +116,7 @@ def test_bad_heads_fail_before_training(tiny_train_cfg):
 def test_every_experiment_composes_and_builds(experiment, tmp_path, tiny_encoder):
     import hydra
 
-    # The tiny encoder has 2 layers: cached_upper's default split (4 of 6) does not exist there.
-    extra = ["model.net.frozen_layers=1"] if experiment == "cached_upper" else []
-    cfg = compose_config(
-        "train", [f"experiment={experiment}", f"model.net.encoder_name={tiny_encoder}", *extra], tmp_path
-    )
+    cfg = compose_config("train", [f"experiment={experiment}", f"model.net.encoder_name={tiny_encoder}"], tmp_path)
     assert cfg.task_name == experiment
     net = hydra.utils.instantiate(cfg.model).net
     assert net.config["encoder_name"] == tiny_encoder
@@ -125,7 +125,7 @@ def test_every_experiment_composes_and_builds(experiment, tmp_path, tiny_encoder
 
 
 def test_experiments_exist():
-    assert {"seed_paper", "cpu_fast"} <= set(EXPERIMENTS)
+    assert {"best_cpu", "best_gpu", "cached_head", "seed_paper"} == set(EXPERIMENTS)
 
 
 @pytest.mark.slow
@@ -171,7 +171,7 @@ def test_two_trial_multirun(tmp_path, data_dir, tiny_encoder):
 
 def test_user_errors_become_one_message_and_exit_status_2(caplog):
     from emotion_lab.data.sources import DataFormatError
-    from emotion_lab.utils import run_task
+    from emotion_lab.utils.runtime import run_task
 
     def bad_data(cfg):
         raise DataFormatError("train.txt:7: unknown label 'bored'")
@@ -245,3 +245,67 @@ def test_gradients_that_stay_non_finite_stop_the_run_with_a_one_line_error(tiny_
     poison_steps(monkeypatch, None)
     with pytest.raises(TrainingDivergedError, match="3 steps in a row up to step 2 .* lower model.optimizer.lr"):
         train(tiny_train_cfg)
+
+
+def test_an_option_the_chosen_loss_lacks_is_an_error(tiny_train_cfg, tmp_path, caplog):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="gamma"):
+        compose_config("train", ["loss=ce", "loss.gamma=2"], tmp_path)
+    cfg = compose_config(
+        "train",
+        [f"model.net.encoder_name={tiny_train_cfg.model.net.encoder_name}", "loss=ce", "+loss.gamma=2"],
+        tmp_path,
+    )
+    from emotion_lab.utils.runtime import run_task
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_task(train, cfg)
+    assert exit_info.value.code == 2
+    assert "loss: CrossEntropyLoss.__init__() got an unexpected keyword argument 'gamma'" in caplog.text
+
+
+def test_a_new_loss_is_one_class_and_one_yaml(tiny_train_cfg, tmp_path, monkeypatch):
+    """What the README's "Extending" shows: a class in the user's module, a YAML in their config folder."""
+    (tmp_path / "my_losses.py").write_text(
+        "import torch.nn.functional as F\n"
+        "from torch import nn\n\n"
+        "class MarginLoss(nn.Module):\n"
+        "    def __init__(self, margin: float = 1.0):\n"
+        "        super().__init__()\n"
+        "        self.margin = margin\n"
+        "    def forward(self, logits, target):\n"
+        "        return F.multi_margin_loss(logits.float(), target, margin=self.margin)\n"
+    )
+    (tmp_path / "conf" / "loss").mkdir(parents=True)
+    (tmp_path / "conf" / "loss" / "margin.yaml").write_text(
+        "_target_: my_losses.MarginLoss\n_partial_: true\nmargin: 0.5\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = compose_config(
+        "train",
+        [
+            f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+            "loss=margin",
+            f"model.net.encoder_name={tiny_train_cfg.model.net.encoder_name}",
+            "model.net.lstm_hidden=16",
+            f"data.dir={tiny_train_cfg.data.dir}",
+            "trainer.fast_dev_run=true",
+            "export=false",
+            *QUIET,
+        ],
+        tmp_path / "run",
+    )
+    metrics, objects = train(cfg)
+    assert type(objects["model"].loss_fn).__name__ == "MarginLoss" and objects["model"].loss_fn.margin == 0.5
+    assert math.isfinite(metrics["test/loss"])
+
+
+@pytest.mark.parametrize("name, ok", [("val/f1_weighted_best", True), ("val/f1_weigthed", False), (None, True)])
+def test_optimized_metric_must_be_a_logged_metric(name, ok):
+    cfg = OmegaConf.create({"optimized_metric": name})
+    if ok:
+        check_optimized_metric(cfg)
+    else:
+        with pytest.raises(ConfigError, match="optimized_metric='val/f1_weigthed' is not a metric"):
+            check_optimized_metric(cfg)

@@ -26,8 +26,8 @@ class EmotionDataModule(L.LightningDataModule):
 
     Batches are padded per batch to their longest sentence (sentences average ~23 word-pieces,
     so padding to `max_length` would waste most of every matmul). With `group_by_length`, training
-    batches are drawn from length-sorted mega-batches (randomly, reseeded each epoch), and
-    evaluation runs length-sorted: both cut padding further.
+    batches are drawn from length-sorted mega-batches (randomly, a new order each epoch); evaluation
+    always runs length-sorted. Both cut padding further.
     """
 
     def __init__(

@@ -9,14 +9,22 @@ into an NLTK data folder this project controls (`~/.cache/emotion_lab/nltk_data`
 `$EMOTION_LAB_NLTK_DATA`), writes `lexnames` (the table of lexicographer files documented in
 lexnames(5WN)), and adds that folder to `nltk.data.path`.
 
-    python -m emotion_lab.data.wordnet     # prepare now and print where (also done on first use)
+    python -m emotion_lab.data.wordnet           # prepare now and print where (also done on first use)
+    python -m emotion_lab.data.wordnet --setup   # `make setup`: get WordNet by the first way that works
+
+`--setup` tries, in order: a WordNet NLTK already reads; Debian's packages (installed, or installed
+now with apt-get where this user may); NLTK's downloader (needs a network); otherwise it stops with
+one message naming each way.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +36,7 @@ from emotion_lab.errors import UserInputError
 log = logging.getLogger(__name__)
 
 DEBIAN_WORDNET_DIR = Path("/usr/share/wordnet")
+DEBIAN_PACKAGES = ("wordnet-base", "wordnet-sense-index")
 NLTK_DATA_ENV = "EMOTION_LAB_NLTK_DATA"
 WORDNET_FILES = (
     "cntlist.rev",
@@ -123,9 +132,72 @@ def load_wordnet(source: Path = DEBIAN_WORDNET_DIR):
     return wordnet
 
 
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
+def _nltk_has_wordnet() -> bool:
     try:
+        nltk.data.find("corpora/wordnet")
+    except LookupError:
+        return False
+    return True
+
+
+def apt_install(packages: tuple[str, ...] = DEBIAN_PACKAGES) -> bool:
+    """Install Debian packages where apt-get exists and this user may use it (root, or sudo without a
+    password); refreshes the package lists once if the first try fails. True if it worked."""
+    if shutil.which("apt-get") is None:
+        return False
+    prefix = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
+    if prefix is None:
+        return False
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+
+    def run(*args: str) -> bool:
+        try:
+            return (
+                subprocess.run([*prefix, "apt-get", *args], env=env, capture_output=True, timeout=900).returncode == 0
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+
+    install = ("install", "-y", "-qq", "--no-install-recommends", *packages)
+    return run(*install) or (run("update", "-qq") and run(*install))
+
+
+def nltk_download(data_dir: Path) -> bool:
+    """NLTK's downloader (needs a network); a closed network fails within the timeout, never hangs."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)
+    try:
+        return bool(nltk.download("wordnet", download_dir=str(data_dir), quiet=True))
+    except Exception:  # noqa: BLE001 - any failure means: this way did not work, try the next
+        return False
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def setup_wordnet(source: Path = DEBIAN_WORDNET_DIR) -> str:
+    """Leave WordNet ready for NLTK by the first way that works; returns which one did."""
+    data_dir = nltk_data_dir()
+    if str(data_dir) not in nltk.data.path:
+        nltk.data.path.append(str(data_dir))
+    if _nltk_has_wordnet():
+        return "NLTK's WordNet (already present)"
+    if source.is_dir() or (apt_install() and source.is_dir()):
+        prepare_from_debian(source, data_dir)
+        return f"Debian's {' + '.join(DEBIAN_PACKAGES)}, prepared in {data_dir}"
+    if nltk_download(data_dir) and _nltk_has_wordnet():
+        return f"NLTK's downloader, into {data_dir}"
+    raise WordNetMissingError(_missing_message("no NLTK copy; apt-get could not install it here; no network for NLTK"))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Prepare WordNet for NLTK (synonym augmentation).")
+    parser.add_argument("--setup", action="store_true", help="get WordNet by the first way that works (make setup)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.setup:
+            print(f"WordNet ready: {setup_wordnet()}")
+            sys.exit(0)
         wn = load_wordnet()
     except WordNetMissingError as err:
         sys.exit(str(err))

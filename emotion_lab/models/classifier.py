@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +20,17 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 from torchmetrics.wrappers import ClasswiseWrapper
-from transformers import get_scheduler
 
 from emotion_lab.data.labels import ID2LABEL, LABELS, NUM_CLASSES
 from emotion_lab.errors import ConfigError, ModelLoadError, TrainingDivergedError
-from emotion_lab.losses import build_loss, consistency_kl
+from emotion_lab.models.losses import CrossEntropyLoss, consistency_kl
+from emotion_lab.models.optim import WarmupSchedule, encoder_groups
 
 log = logging.getLogger(__name__)
 
 # Consecutive optimizer steps with non-finite gradients after which training is given up as diverged.
 MAX_SKIPPED_IN_A_ROW = 25
 
-SCHEDULES = ("linear", "cosine", "constant")
 RDROP_SCOPES = ("network", "head")
 
 
@@ -56,56 +57,64 @@ def stage_metrics(stage: str) -> MetricCollection:
     )
 
 
-def criterion_options(loss: dict[str, Any]) -> dict[str, Any]:
-    """The `loss` config's options for the per-batch criterion (`build_loss`)."""
-    return {key: value for key, value in loss.items() if key not in ("rdrop", "rdrop_scope")}
+def partial_config(factory: Any) -> dict[str, Any] | None:
+    """A `_partial_` factory from config as plain data again (checkpoints hold no Python objects)."""
+    if not isinstance(factory, functools.partial):
+        return None
+    func = factory.func
+    return {"_target_": f"{func.__module__}.{func.__qualname__}", "_partial_": True, **factory.keywords}
 
 
 class EmotionClassifier(L.LightningModule):
     """Trains any `EmotionNet`.
 
-    `loss`, `optimizer` and `scheduler` are plain dicts (they are stored in the checkpoint and shown
-    in TensorBoard's hparams view); the loss is built in `setup` because inverse-frequency weights
-    need the training split. The network's own `config` goes into the checkpoint too, so
-    `load_classifier(path)` rebuilds everything without Hydra.
+    Everything it trains with comes from config (`conf/model/default.yaml`, `conf/loss/`): the network
+    (`net`), the loss and the optimizer as `_partial_` factories, the warm-up schedule. The encoder
+    and the freshly initialised head learn at their own rates (`encoder_lr`, the optimizer's `lr`).
+    The network's and the loss's configs go into the checkpoint as plain data, so `load_classifier`
+    rebuilds the model without Hydra.
     """
 
     def __init__(
         self,
         net: nn.Module,
-        loss: dict | None = None,
-        optimizer: dict | None = None,
-        scheduler: dict | None = None,
+        loss: Callable[[], nn.Module] | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: WarmupSchedule | None = None,
+        encoder_lr: float = 5e-5,
+        layer_decay: float = 1.0,
+        rdrop: float = 0.0,
+        rdrop_scope: str = "network",
     ) -> None:
         super().__init__()
         self.net = net
-        loss = dict(loss or {"name": "focal", "gamma": 2.0})
-        optimizer = {
-            "lr": 1e-3,
-            "encoder_lr": 5e-5,
-            "weight_decay": 0.01,
-            "layer_decay": 1.0,
-            "fused": True,
-            **(optimizer or {}),
-        }
-        scheduler = {"name": "linear", "warmup_ratio": 0.06, **(scheduler or {})}
-        if scheduler["name"] not in SCHEDULES:
-            raise ConfigError(f"model.scheduler.name={scheduler['name']!r}: allowed values are {SCHEDULES}")
-        if not 0.0 < optimizer["layer_decay"] <= 1.0:
-            raise ConfigError(f"model.optimizer.layer_decay={optimizer['layer_decay']}: must be in (0, 1] (1 = off)")
-        if not 0.0 <= scheduler["warmup_ratio"] < 1.0:
-            raise ConfigError(f"model.scheduler.warmup_ratio={scheduler['warmup_ratio']}: must be in [0, 1)")
+        # Without a configured loss (a model rebuilt only to predict), the plain cross-entropy.
+        try:
+            self.loss_fn = loss() if loss is not None else CrossEntropyLoss()
+        except TypeError as err:  # an option the chosen loss does not have, e.g. loss=ce +loss.gamma=2
+            raise ConfigError(f"loss: {err}") from None
+        self.optimizer_factory = optimizer
+        self.schedule = scheduler
+        if not 0.0 < layer_decay <= 1.0:
+            raise ConfigError(f"model.layer_decay={layer_decay}: must be in (0, 1] (1 = off)")
         # R-Drop is a training objective over two passes, not a per-batch criterion: the module runs it.
-        self.rdrop = float(loss.get("rdrop", 0.0))
-        self.rdrop_scope = loss.get("rdrop_scope", "network")
-        if self.rdrop < 0:
-            raise ConfigError(f"loss.rdrop={self.rdrop}: must be >= 0 (0 = off)")
-        if self.rdrop_scope not in RDROP_SCOPES:
-            raise ConfigError(f"loss.rdrop_scope={self.rdrop_scope!r}: allowed values are {RDROP_SCOPES}")
-        # Build once now so a bad loss option fails before training (alpha needing counts is rebuilt in setup).
-        self.loss_fn = build_loss(**{**criterion_options(loss), "alpha": None})
+        if rdrop < 0:
+            raise ConfigError(f"model.rdrop={rdrop}: must be >= 0 (0 = off)")
+        if rdrop_scope not in RDROP_SCOPES:
+            raise ConfigError(f"model.rdrop_scope={rdrop_scope!r}: allowed values are {RDROP_SCOPES}")
+        self.rdrop = float(rdrop)
+        self.rdrop_scope = rdrop_scope
         self.save_hyperparameters(
-            {"loss": loss, "optimizer": optimizer, "scheduler": scheduler, "net": dict(getattr(net, "config", {}))}
+            {
+                "net": dict(getattr(net, "config", {})),
+                "loss": partial_config(loss),
+                "optimizer": partial_config(optimizer),
+                "scheduler": vars(scheduler) if scheduler is not None else None,
+                "encoder_lr": encoder_lr,
+                "layer_decay": layer_decay,
+                "rdrop": self.rdrop,
+                "rdrop_scope": rdrop_scope,
+            }
         )
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
@@ -116,14 +125,24 @@ class EmotionClassifier(L.LightningModule):
         self.skipped_steps = 0
         self.skipped_in_a_row = 0
 
+    @staticmethod
+    def metric_names() -> set[str]:
+        """Every metric name a training run logs: what `optimized_metric` may name."""
+        names = {"train/loss", "train/loss_epoch", "train/skipped_steps", "val/loss", "test/loss"}
+        names |= {"val/f1_weighted_best"}
+        for stage in ("val", "test"):
+            names |= set(stage_metrics(stage).keys())
+            for kind in ("f1", "precision", "recall"):
+                names |= {f"{stage}_{kind}/{label}" for label in LABELS}
+        return names
+
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if getattr(datamodule, "uses_feature_cache", False):
             self.cache_layer = self._check_cache_layer(datamodule.hparams.feature_cache.get("layer", -1))
-        if self.hparams.loss.get("alpha") not in (None, "none"):
-            self.loss_fn = build_loss(
-                **criterion_options(self.hparams.loss), class_counts=getattr(datamodule, "class_counts", None)
-            )
+        counts = getattr(datamodule, "class_counts", None)
+        if counts is not None and hasattr(self.loss_fn, "set_class_counts"):
+            self.loss_fn.set_class_counts(counts)  # losses whose weights follow the training split
 
     def _check_cache_layer(self, layer: int) -> int:
         """The encoder layer the cached states come from; nothing trainable may lie below it."""
@@ -137,7 +156,7 @@ class EmotionClassifier(L.LightningModule):
                 + (
                     "model.net.freeze_encoder=true (experiment=cached_head)"
                     if layer == depth
-                    else f"model.net.frozen_layers={layer} (experiment=cached_upper)"
+                    else f"model.net.frozen_layers={layer}"
                 )
             )
         return layer
@@ -190,9 +209,9 @@ class EmotionClassifier(L.LightningModule):
     ) -> None:
         """Clip as configured, and skip any step whose gradients are not finite.
 
-        Under bf16 autocast on an H200, 9 of 24 recipe-search runs had every weight turn NaN (README,
-        "Recipe search on a lent GPU"): clipping spreads one NaN to every gradient and AdamW writes
-        it into every weight. A skipped step leaves the weights as they were, as fp16's GradScaler
+        Under bf16 autocast on a GPU, one non-finite gradient turned every weight NaN
+        (docs/experiments/2026-11-26-recipe-search.md): clipping spreads one NaN to every gradient and
+        AdamW writes it into every weight. A skipped step leaves the weights as they were, as fp16's GradScaler
         does; many in a row mean the run has diverged, and it stops with a one-line error (a failed
         trial in a sweep).
         """
@@ -207,7 +226,7 @@ class EmotionClassifier(L.LightningModule):
             if self.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
                 raise TrainingDivergedError(
                     f"training diverged: {self.skipped_in_a_row} steps in a row up to step {self.global_step} had "
-                    "non-finite gradients; lower model.optimizer.lr / encoder_lr, or set trainer.precision=32-true"
+                    "non-finite gradients; lower model.optimizer.lr / model.encoder_lr, or trainer.precision=32-true"
                 )
             return
         self.skipped_in_a_row = 0
@@ -244,32 +263,39 @@ class EmotionClassifier(L.LightningModule):
         self.log_dict(metrics)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        opt = self.hparams.optimizer
-        groups = [{"params": self.net.head_parameters(), "lr": opt["lr"]}] + self._encoder_groups()
-        optimizer = torch.optim.AdamW(groups, weight_decay=opt["weight_decay"], fused=opt["fused"])
-        sched = self.hparams.scheduler
-        total = self.trainer.estimated_stepping_batches
-        schedule = get_scheduler(
-            sched["name"], optimizer, num_warmup_steps=int(sched["warmup_ratio"] * total), num_training_steps=total
-        )
+        if self.optimizer_factory is None:
+            raise ConfigError("model.optimizer: none configured; this model was built to predict, not to train")
+        head = [{"params": self.net.head_parameters()}]  # at the optimizer's own lr
+        encoder = encoder_groups(self.net, self.hparams.encoder_lr, self.hparams.layer_decay)
+        optimizer = self.optimizer_factory(params=head + encoder)
+        if self.schedule is None:
+            return {"optimizer": optimizer}
+        schedule = self.schedule(optimizer, self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-    def _encoder_groups(self) -> list[dict[str, Any]]:
-        """The encoder's parameter groups. With layer-wise decay d < 1 the top layer learns at
-        `encoder_lr`, each layer below at d times the one above, the embeddings least: the lower
-        layers hold the general-purpose features that fine-tuning should disturb least."""
-        lr, decay = self.hparams.optimizer["encoder_lr"], self.hparams.optimizer["layer_decay"]
-        if decay == 1.0:  # one group, as before the option: earlier checkpoints' optimizer states still resume
-            params = self.net.encoder_parameters()
-            return [{"params": params, "lr": lr}] if params else []
-        by_depth = self.net.encoder_parameters_by_depth()
-        top = len(by_depth) - 1
-        return [
-            {"params": params, "lr": lr * decay ** (top - depth)} for depth, params in enumerate(by_depth) if params
-        ]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["id2label"] = dict(ID2LABEL)
+
+
+def checkpoint_loss(config: dict[str, Any] | None) -> Callable[[], nn.Module] | None:
+    """The loss factory a checkpoint recorded. Only emotion_lab's own losses are rebuilt from a file (a
+    file names no code to run); checkpoints from before losses had a `_target_` name them `focal` or `ce`."""
+    if not config:
+        return None
+    config = dict(config)
+    if "_target_" not in config:
+        name = config.pop("name", "focal")
+        config = {
+            "_target_": "emotion_lab.models.losses." + ("CrossEntropyLoss" if name == "ce" else "FocalLoss"),
+            "_partial_": True,
+            **({"gamma": config["gamma"]} if name != "ce" and "gamma" in config else {}),
+            "alpha": None if config.get("alpha") in (None, "none") else config["alpha"],
+            "label_smoothing": config.get("label_smoothing", 0.0),
+        }
+    if not str(config["_target_"]).startswith("emotion_lab.models.losses."):
+        log.warning("loss %s is not one of emotion_lab's: losses are reported as cross-entropy", config["_target_"])
+        return None
+    return hydra.utils.instantiate(config)
 
 
 def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> EmotionClassifier:
@@ -287,8 +313,6 @@ def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "c
             f"{path}: a Lightning checkpoint without an emotion_lab network config (hyper_parameters.net)"
         )
     net = hydra.utils.instantiate({**hparams["net"], "pretrained": False})
-    model = EmotionClassifier(
-        net, loss=hparams.get("loss"), optimizer=hparams.get("optimizer"), scheduler=hparams.get("scheduler")
-    )
+    model = EmotionClassifier(net, loss=checkpoint_loss(hparams.get("loss")))
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()

@@ -1,7 +1,7 @@
 """Inference without Hydra, Lightning or training data: `EmotionPredictor`.
 
-    from emotion_lab.predictor import EmotionPredictor
-    predictor = EmotionPredictor.from_pretrained("outputs/cpu_fast/runs/<time>/model")
+    from emotion_lab.inference.predictor import EmotionPredictor
+    predictor = EmotionPredictor.from_pretrained("outputs/best_cpu/runs/<time>/model")
     predictor("I feel so happy today!")          # Prediction(label='joy', probs={...})
     predictor.predict(texts, batch_size=64)      # one Prediction per text, in input order
 
@@ -79,7 +79,11 @@ class EmotionPredictor:
                     f"this emotion_lab reads {FORMAT_VERSION}"
                 )
             net = build_net(config["net"], encoder_name=str(folder / ENCODER_DIR))
-            _load_weights(net, load_file(folder / WEIGHTS_FILE), folder / WEIGHTS_FILE)
+            try:
+                weights = load_file(folder / WEIGHTS_FILE)
+            except Exception as err:
+                raise ModelLoadError(f"{folder / WEIGHTS_FILE}: not a readable safetensors file ({err})") from None
+            _load_weights(net, weights, folder / WEIGHTS_FILE)
             tokenizer = load_tokenizer(str(folder))
         except ModelLoadError:
             raise

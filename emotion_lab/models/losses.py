@@ -1,4 +1,4 @@
-"""Classification losses selectable from config (`loss=focal`, `loss=ce`)."""
+"""Classification losses, one class each, selected with `loss=<file in conf/loss>`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 from emotion_lab.data.labels import NUM_CLASSES
 from emotion_lab.errors import ConfigError
 
-ALPHA_MODES = ("none", "inverse_frequency")
+ALPHA_MODES = ("inverse_frequency",)
 
 
 def class_weights(
@@ -22,7 +22,7 @@ def class_weights(
     `inverse_frequency` gives each class N / (K * count), so the weights average to 1 over the
     training examples and the loss keeps its scale.
     """
-    if alpha is None or alpha == "none":
+    if alpha is None:
         return None
     if isinstance(alpha, str):
         if alpha != "inverse_frequency":
@@ -43,10 +43,14 @@ class FocalLoss(nn.Module):
     """Multiclass focal loss (Lin et al., 2017): mean over the batch of -alpha_y (1 - p_y)^gamma log p_y.
 
     gamma=0 without alpha is exactly cross-entropy; larger gamma shifts the gradient from the many
-    easy sentences to the hard ones (love and surprise are mostly confused with joy).
+    easy sentences to the hard ones (love and surprise are mostly confused with joy). `alpha` is
+    `None`, six per-class weights, or `"inverse_frequency"`, whose weights come from the training
+    split's class counts (`set_class_counts`, called by the LightningModule in `setup`).
     """
 
-    def __init__(self, gamma: float = 2.0, alpha: torch.Tensor | None = None, label_smoothing: float = 0.0) -> None:
+    def __init__(
+        self, gamma: float = 2.0, alpha: str | Sequence[float] | None = None, label_smoothing: float = 0.0
+    ) -> None:
         super().__init__()
         if gamma < 0:
             raise ConfigError(f"loss.gamma={gamma}: must be >= 0")
@@ -54,9 +58,21 @@ class FocalLoss(nn.Module):
             raise ConfigError(f"loss.label_smoothing={label_smoothing}: must be in [0, 1)")
         self.gamma = gamma
         self.label_smoothing = label_smoothing
-        self.register_buffer("alpha", alpha, persistent=False)
+        if isinstance(alpha, str) and alpha not in ALPHA_MODES:
+            raise ConfigError(
+                f"loss.alpha={alpha!r}: allowed values are {ALPHA_MODES} or a list of {NUM_CLASSES} floats"
+            )
+        self.alpha_mode = alpha if isinstance(alpha, str) else None
+        self.register_buffer("alpha", None if self.alpha_mode else class_weights(alpha, None), persistent=False)
+
+    def set_class_counts(self, class_counts: Sequence[int]) -> None:
+        """Derive `alpha` from the training split's label counts, where the config asked for that."""
+        if self.alpha_mode is not None:
+            self.alpha = class_weights(self.alpha_mode, class_counts)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.alpha_mode == "inverse_frequency" and self.alpha is None:
+            raise ConfigError("loss.alpha=inverse_frequency needs the training split's class counts")
         log_probs = F.log_softmax(logits.float(), dim=-1)
         # Per-example cross-entropy (with optional smoothing), then the focal factor on the true class.
         ce = F.nll_loss(log_probs, target, reduction="none")
@@ -69,6 +85,14 @@ class FocalLoss(nn.Module):
         return loss.mean()
 
 
+class CrossEntropyLoss(FocalLoss):
+    """Cross-entropy with the same options as the focal loss but `gamma` (it has none): focal loss at
+    gamma=0, one code path and identical values, so `loss=ce` ablates exactly the focal factor."""
+
+    def __init__(self, alpha: str | Sequence[float] | None = None, label_smoothing: float = 0.0) -> None:
+        super().__init__(gamma=0.0, alpha=alpha, label_smoothing=label_smoothing)
+
+
 def consistency_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
     """R-Drop's regulariser (Liang et al., 2021): the symmetric KL divergence between the predictions
     of two forward passes with different dropout masks, averaged over both directions and the batch."""
@@ -76,20 +100,3 @@ def consistency_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tens
     kl_pq = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
     kl_qp = F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)
     return (kl_pq + kl_qp) / 2
-
-
-def build_loss(
-    name: str = "focal",
-    gamma: float = 2.0,
-    alpha=None,
-    label_smoothing: float = 0.0,
-    class_counts: Sequence[int] | None = None,
-) -> nn.Module:
-    """The loss named in config. `ce` is focal with gamma=0: one code path, identical values."""
-    if name not in ("focal", "ce"):
-        raise ConfigError(f"loss.name={name!r}: allowed values are 'focal' and 'ce'")
-    return FocalLoss(
-        gamma=gamma if name == "focal" else 0.0,
-        alpha=class_weights(alpha, class_counts),
-        label_smoothing=label_smoothing,
-    )

@@ -3,8 +3,9 @@ import json
 import pytest
 from omegaconf import open_dict
 
-from emotion_lab import bench_head
-from emotion_lab.bench import BenchConfigError, check_validation_only, compose_train, main
+from emotion_lab.tools import bench_head
+from emotion_lab.tools.bench import BenchConfigError, check_validation_only, compose_train, main
+from emotion_lab.tools.results_page import folder_name, publish
 from tests.conftest import QUIET
 
 
@@ -33,6 +34,16 @@ def test_quick_bench_writes_every_row(tmp_path, data_dir, tiny_encoder):
     assert rows["tfidf_svm"]["test/f1_weighted"] > 0.9
     table = (tmp_path / "results.md").read_text()
     assert table.count("\n") == len(rows) + 2
+    # Every run says what produced it, and publishing copies the table unedited into docs.
+    for runs in results["runs"].values():
+        assert {"commit", "date", "cpu", "cpu_native_bf16", "torch"} <= set(runs[0]["provenance"])
+    folder = publish(tmp_path, docs=tmp_path / "docs")
+    assert folder.name == folder_name(results) and folder.name.startswith(
+        results["runs"]["hybrid"][0]["provenance"]["date"][:10]
+    )
+    assert (folder / "results.md").read_text() == table
+    page = (tmp_path / "docs" / "results.md").read_text()
+    assert table.strip() in page and f"{folder.name}/results.json" in page
 
 
 def test_table_grows_over_invocations_and_reuses_only_unchanged_runs(tmp_path, data_dir, tiny_encoder, monkeypatch):
@@ -68,7 +79,7 @@ def test_table_grows_over_invocations_and_reuses_only_unchanged_runs(tmp_path, d
 
 
 def test_selection_on_the_test_split_is_refused(tmp_path):
-    cfg = compose_train(["experiment=cpu_fast"], tmp_path)
+    cfg = compose_train(["experiment=best_cpu"], tmp_path)
     check_validation_only("ok", cfg)
     with open_dict(cfg):
         cfg.callbacks.early_stopping.monitor = "test/f1_weighted"

@@ -1,6 +1,6 @@
 """CPU inference speed of a saved model, side by side with a transformers pipeline (a benchmark, not a test).
 
-    python -m emotion_lab.bench_inference MODEL [--latency-n 300] [--out outputs/bench_inference]
+    python -m emotion_lab.tools.bench_inference MODEL [--latency-n 300] [--out outputs/bench_inference]
 
 Measures, in one process on the same test sentences:
 - single-sentence latency p50 / p95 (one call per sentence, as the interactive loop does),
@@ -27,10 +27,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 from sklearn.metrics import f1_score
 
-from emotion_lab.config import PROJECT_ROOT
 from emotion_lab.data.labels import LABEL2ID
 from emotion_lab.data.sources import load_splits
-from emotion_lab.predictor import EmotionPredictor
+from emotion_lab.inference.predictor import EmotionPredictor
+from emotion_lab.utils.config import PROJECT_ROOT
 
 
 def _latency_ms(fn, texts: list[str], warmup: int = 20) -> tuple[float, float]:

@@ -1,3 +1,5 @@
+import functools
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -5,7 +7,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from emotion_lab.errors import ConfigError
 from emotion_lab.models.classifier import EmotionClassifier
 from emotion_lab.models.encoder import EncoderNotFoundError, load_encoder, load_tokenizer
+from emotion_lab.models.losses import FocalLoss
 from emotion_lab.models.networks import BiLSTMAttentionNet, EncoderLinearNet, bilstm_padded
+from emotion_lab.models.optim import WarmupSchedule
 
 
 def make_net(kind, encoder, **kwargs):
@@ -13,6 +17,14 @@ def make_net(kind, encoder, **kwargs):
     if kind == "hybrid":
         return BiLSTMAttentionNet(encoder, **{"lstm_hidden": 8, "attn_heads": 4, **kwargs})
     return EncoderLinearNet(encoder, **kwargs)
+
+
+def make_classifier(net, lr: float = 1e-3, fused: bool = True, **kwargs) -> EmotionClassifier:
+    """The classifier as conf/model/default.yaml builds it: AdamW and the loss as factories."""
+    optimizer = functools.partial(torch.optim.AdamW, lr=lr, weight_decay=0.01, fused=fused)
+    return EmotionClassifier(
+        net, loss=functools.partial(FocalLoss, gamma=2.0), optimizer=optimizer, scheduler=WarmupSchedule(), **kwargs
+    )
 
 
 def configure_optimizers(model: EmotionClassifier) -> dict:
@@ -155,7 +167,7 @@ def test_frozen_layers_freeze_the_embeddings_and_lower_layers_only(tiny_encoder)
 
 
 def test_optimizer_gives_encoder_and_head_their_own_learning_rates(tiny_encoder):
-    model = EmotionClassifier(make_net("hybrid", tiny_encoder), optimizer={"lr": 1e-3, "encoder_lr": 2e-5})
+    model = make_classifier(make_net("hybrid", tiny_encoder), lr=1e-3, encoder_lr=2e-5)
 
     config = configure_optimizers(model)
     head, encoder = config["optimizer"].param_groups
@@ -170,7 +182,7 @@ def test_optimizer_gives_encoder_and_head_their_own_learning_rates(tiny_encoder)
 def test_fused_and_unfused_adamw_take_the_same_step(tiny_encoder):
     weights = {}
     for fused in (True, False):
-        model = EmotionClassifier(make_net("linear", tiny_encoder), optimizer={"fused": fused})
+        model = make_classifier(make_net("linear", tiny_encoder), fused=fused)
         before = torch.cat([p.detach().flatten() for p in model.parameters()])
         optimizer = configure_optimizers(model)["optimizer"]
         for group in optimizer.param_groups:
@@ -185,14 +197,14 @@ def test_fused_and_unfused_adamw_take_the_same_step(tiny_encoder):
 
 
 def test_bad_schedule_is_named(tiny_encoder):
-    with pytest.raises(ValueError, match="allowed values"):
-        EmotionClassifier(make_net("linear", tiny_encoder), scheduler={"name": "exponential"})
+    with pytest.raises(ConfigError, match=r"model.scheduler.name='exponential': allowed values"):
+        WarmupSchedule(name="exponential")
+    with pytest.raises(ConfigError, match=r"model.scheduler.warmup_ratio=1.0"):
+        WarmupSchedule(warmup_ratio=1.0)
 
 
 def test_layer_decay_scales_each_encoder_layer_and_covers_every_parameter(tiny_encoder):
-    model = EmotionClassifier(
-        make_net("hybrid", tiny_encoder), optimizer={"lr": 1e-3, "encoder_lr": 1e-4, "layer_decay": 0.5}
-    )
+    model = make_classifier(make_net("hybrid", tiny_encoder), lr=1e-3, encoder_lr=1e-4, layer_decay=0.5)
 
     groups = configure_optimizers(model)["optimizer"].param_groups
     head, embeddings, layer1, layer2 = groups  # the tiny encoder has 2 layers
@@ -206,9 +218,7 @@ def test_layer_decay_scales_each_encoder_layer_and_covers_every_parameter(tiny_e
 
 
 def test_layer_decay_skips_frozen_layers(tiny_encoder):
-    model = EmotionClassifier(
-        make_net("hybrid", tiny_encoder, frozen_layers=1), optimizer={"encoder_lr": 1e-4, "layer_decay": 0.5}
-    )
+    model = make_classifier(make_net("hybrid", tiny_encoder, frozen_layers=1), encoder_lr=1e-4, layer_decay=0.5)
 
     head, top = configure_optimizers(model)["optimizer"].param_groups
     assert top["initial_lr"] == pytest.approx(1e-4)
@@ -217,12 +227,12 @@ def test_layer_decay_skips_frozen_layers(tiny_encoder):
 
 @pytest.mark.parametrize("decay", [0.0, 1.5])
 def test_bad_layer_decay_is_named(tiny_encoder, decay):
-    with pytest.raises(ConfigError, match=r"model.optimizer.layer_decay=.*\(0, 1\]"):
-        EmotionClassifier(make_net("linear", tiny_encoder), optimizer={"layer_decay": decay})
+    with pytest.raises(ConfigError, match=r"model.layer_decay=.*\(0, 1\]"):
+        make_classifier(make_net("linear", tiny_encoder), layer_decay=decay)
 
 
 def test_gradient_clipping_still_clips_by_norm(tiny_encoder):
-    model = EmotionClassifier(make_net("linear", tiny_encoder))
+    model = make_classifier(make_net("linear", tiny_encoder))
     optimizer = torch.optim.AdamW(model.parameters())
     for p in model.parameters():
         p.grad = torch.full_like(p, 3.0)
@@ -235,8 +245,8 @@ def test_gradient_clipping_still_clips_by_norm(tiny_encoder):
 def test_rdrop_in_eval_mode_is_the_plain_loss(tiny_encoder, batch, scope):
     # Without dropout both passes agree: the KL term is 0 and the doubled batch's mean is the plain mean.
     labelled = {**batch, "labels": torch.tensor([1, 4, 5])}
-    plain = EmotionClassifier(make_net("hybrid", tiny_encoder)).eval()
-    rdrop = EmotionClassifier(make_net("hybrid", tiny_encoder), loss={"rdrop": 5.0, "rdrop_scope": scope}).eval()
+    plain = make_classifier(make_net("hybrid", tiny_encoder)).eval()
+    rdrop = make_classifier(make_net("hybrid", tiny_encoder), rdrop=5.0, rdrop_scope=scope).eval()
     assert rdrop.training_step(labelled, 0).item() == pytest.approx(plain.training_step(labelled, 0).item(), abs=1e-6)
 
 
@@ -246,7 +256,7 @@ def test_rdrop_compares_two_dropout_passes_of_the_same_batch(tiny_encoder, batch
 
     seen = []
     monkeypatch.setattr(classifier, "consistency_kl", lambda a, b: seen.append((a, b)) or a.new_zeros(()))
-    model = EmotionClassifier(make_net("hybrid", tiny_encoder, dropout=0.5), loss={"rdrop": 1.0, "rdrop_scope": scope})
+    model = make_classifier(make_net("hybrid", tiny_encoder, dropout=0.5), rdrop=1.0, rdrop_scope=scope)
     model.train()
     model.training_step({**batch, "labels": torch.tensor([1, 4, 5])}, 0)
     ((first, second),) = seen
@@ -255,12 +265,12 @@ def test_rdrop_compares_two_dropout_passes_of_the_same_batch(tiny_encoder, batch
 
 
 @pytest.mark.parametrize(
-    "loss, message",
+    "options, message",
     [
-        ({"rdrop": -1.0}, r"loss.rdrop=-1.0: must be >= 0"),
-        ({"rdrop_scope": "encoder"}, r"allowed values are \('network'"),
+        ({"rdrop": -1.0}, r"model.rdrop=-1.0: must be >= 0"),
+        ({"rdrop_scope": "encoder"}, r"model.rdrop_scope='encoder': allowed values are \('network'"),
     ],
 )
-def test_bad_rdrop_options_are_named(tiny_encoder, loss, message):
+def test_bad_rdrop_options_are_named(tiny_encoder, options, message):
     with pytest.raises(ConfigError, match=message):
-        EmotionClassifier(make_net("linear", tiny_encoder), loss=loss)
+        make_classifier(make_net("linear", tiny_encoder), **options)

@@ -90,10 +90,18 @@ def test_only_the_training_split_is_augmented(data_dir, tiny_encoder):
     assert len(augmented.datasets["train"]) > len(plain.datasets["train"])
     for split in ("validation", "test"):
         assert augmented.datasets[split].with_format(None)["text"] == plain.datasets[split].with_format(None)["text"]
-    train_texts = augmented.datasets["train"].with_format(None)
-    originals = set(plain.datasets["train"].with_format(None)["text"])
-    added = [(text, label) for text, label in zip(train_texts["text"], train_texts["label"]) if text not in originals]
-    assert added and all(0 <= label < 6 for _, label in added)
+    # Copy i is original i augmented (its own seeded rng) and carries original i's label.
+    aug = augmented.augmenter
+    originals = plain.datasets["train"].with_format(None)
+    expected = []
+    for index, (text, label) in enumerate(zip(originals["text"], originals["label"])):
+        copy, count = aug.augment_text(text, random.Random(f"{aug.seed}:{index}:0"))
+        if count and copy != text:
+            expected.append((copy, label))
+    copies = (
+        augmented.datasets["train"].with_format(None).select(range(len(originals), len(augmented.datasets["train"])))
+    )
+    assert expected and list(zip(copies["text"], copies["label"])) == expected
 
 
 def test_disabled_augmenter_is_not_used(data_dir, tiny_encoder):

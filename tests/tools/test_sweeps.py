@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from emotion_lab.config import PROJECT_ROOT
-from emotion_lab.sweep_report import main as sweep_report
+from emotion_lab.tools.sweep_report import main as sweep_report
+from emotion_lab.utils.config import PROJECT_ROOT
 from tests.conftest import QUIET
 
 
@@ -84,7 +84,7 @@ def test_grid_sweep_with_joblib_launcher_and_summary(tmp_path, data_dir, tiny_en
     folder = multirun_dir(tmp_path)
     assert sweep_report([str(folder)]) == 0
     rows = list(csv.DictReader((folder / "sweep_summary.csv").open()))
-    assert [r["status"] for r in rows] == ["ok", rows[1]["status"]] and rows[1]["status"].startswith("failed")
+    assert rows[0]["status"] == "ok" and rows[1]["status"].startswith("failed: model.net.attn_heads=3")
     assert "attn_heads=2" in rows[0]["overrides"] and 0 <= float(rows[0]["val/f1_weighted"]) <= 1
     assert rows[0]["val_f1/surprise"] != "" and "| trial |" in capsys.readouterr().out
 

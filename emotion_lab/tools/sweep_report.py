@@ -1,6 +1,6 @@
 """Summarise a multirun: one row per trial, best first.
 
-    python -m emotion_lab.sweep_report outputs/train/multiruns/<time>
+    python -m emotion_lab.tools.sweep_report outputs/train/multiruns/<time>
 
 Reads each trial folder's `.hydra/overrides.yaml` and `metrics.json` and writes
 `sweep_summary.md` and `sweep_summary.csv` into the multirun folder (and prints the Markdown).

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = str(PROJECT_ROOT / "conf")
 
 # `${project_root:}` in conf/paths: the checkout's root, wherever the command runs from.
@@ -27,8 +27,16 @@ def mixed_precision(accelerator: str) -> str:
             return "16-mixed"
         return "bf16-mixed"
     if accelerator == "cpu":
-        return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+        return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
     return "32-true"
+
+
+def cpu_has_native_bf16() -> bool:
+    """bf16 matrix instructions in hardware (AVX512-BF16 or AMX). oneDNN's own check is true on any
+    AVX-512 CPU, where bf16 is emulated and runs slower than fp32."""
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 # `${mixed_precision:${trainer.accelerator}}` in conf/: see mixed_precision.

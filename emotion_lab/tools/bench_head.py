@@ -1,7 +1,7 @@
 """What a head epoch on cached encoder states costs: width, batch size, length grouping, LSTM kernel,
 precision, threads.
 
-    python -m emotion_lab.bench_head [--hidden 256 512] [--batch-sizes 32 64 128 256] [--lstm-impl padded packed]
+    python -m emotion_lab.tools.bench_head [--hidden 256 512] [--batch-sizes 32 64 128 256] [--lstm-impl padded packed]
                                      [--precision 32 bf16] [--threads 1 2]
 
 Trains the BiLSTM-attention head (focal loss, AdamW) on about `--sentences` training sentences,
@@ -22,12 +22,12 @@ from pathlib import Path
 import hydra
 import torch
 
-from emotion_lab.bench import compose_train
-from emotion_lab.config import PROJECT_ROOT
 from emotion_lab.data.datamodule import EmotionDataModule
-from emotion_lab.losses import FocalLoss
 from emotion_lab.models.encoder import DEFAULT_ENCODER
+from emotion_lab.models.losses import FocalLoss
 from emotion_lab.models.networks import LSTM_IMPLS, BiLSTMAttentionNet
+from emotion_lab.tools.bench import compose_train
+from emotion_lab.utils.config import PROJECT_ROOT
 
 
 def time_head(

@@ -1,9 +1,10 @@
 """The emotion benchmark, side by side: baselines, emotion_lab's recipe and its ablations.
 
-    python -m emotion_lab.bench                       # every row of conf/bench.yaml, seeds 42 43 44
-    python -m emotion_lab.bench --rows hybrid,no_lstm --seeds 42
-    python -m emotion_lab.bench --quick               # a tiny version (the tests run it)
-    python -m emotion_lab.bench --out outputs/bench/full   # again: finishes what a stopped run left
+    python -m emotion_lab.tools.bench                       # every row of conf/bench.yaml, seeds 42 43 44
+    python -m emotion_lab.tools.bench --rows hybrid,no_lstm --seeds 42
+    python -m emotion_lab.tools.bench --quick               # a tiny version (the tests run it)
+    python -m emotion_lab.tools.bench --out outputs/bench/full   # again: finishes what a stopped run left
+    python -m emotion_lab.tools.bench --rows hybrid,finetune --publish  # and commit the table under docs/results/
 
 Rows: (a) TF-IDF + linear SVM (scikit-learn, C chosen on validation); (b) the plain fine-tune;
 (c) the default recipe; (d) its ablations. Every row is chosen on validation only and tested once.
@@ -34,12 +35,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from emotion_lab.config import CONFIG_DIR, PROJECT_ROOT
 from emotion_lab.data.labels import LABELS
 from emotion_lab.data.sources import load_splits
 from emotion_lab.errors import UserInputError
+from emotion_lab.tools.results_page import publish
+from emotion_lab.utils.config import CONFIG_DIR, PROJECT_ROOT
 
-log = logging.getLogger("emotion_lab.bench")
+log = logging.getLogger("emotion_lab.tools.bench")
 
 
 class BenchConfigError(UserInputError, ValueError):
@@ -67,7 +69,7 @@ def check_validation_only(name: str, cfg: DictConfig) -> None:
         raise BenchConfigError(f"row {name!r}: test=false; the benchmark tests every row once")
 
 
-def run_svm(data_dir: str | None, settings: DictConfig, limit: int | None) -> dict[str, Any]:
+def run_svm(data: DictConfig, settings: DictConfig, limit: int | None) -> dict[str, Any]:
     try:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.metrics import f1_score
@@ -76,7 +78,7 @@ def run_svm(data_dir: str | None, settings: DictConfig, limit: int | None) -> di
         raise BenchConfigError(
             f"the TF-IDF + SVM baseline needs scikit-learn: pip install scikit-learn ({err})"
         ) from None
-    splits, _ = load_splits(data_dir, [PROJECT_ROOT.parent / "shared" / "data" / "emotion"])
+    splits, _ = load_splits(data.dir, data.fallback_dirs, data.hub_id)
     if limit:
         splits = {k: v.select(range(min(limit, len(v)))) for k, v in splits.items()}
     train, val, test = (splits[s] for s in ("train", "validation", "test"))
@@ -99,6 +101,7 @@ def run_svm(data_dir: str | None, settings: DictConfig, limit: int | None) -> di
         "train_seconds": train_seconds,
         "sentences_per_s": infer,
         "chosen": f"C={best[0]}",
+        "provenance": provenance(),
     }
 
 
@@ -242,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", help="comma-separated subset of conf/bench.yaml rows (svm always runs)")
     parser.add_argument("--quick", action="store_true", help="tiny data slices and one epoch: checks the pipeline")
     parser.add_argument("--out", type=Path, help="default: outputs/bench/<time>")
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="when done, copy the table into docs/results/<date>_<commit>/ and regenerate docs/results.md",
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every trained row, e.g. data.dir=...")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
@@ -267,15 +275,15 @@ def main(argv: list[str] | None = None) -> int:
         # Validate every row before the first minute of training is spent.
         for name in selected:
             check_validation_only(name, compose_train(all_rows[name], out))
-        data_dir = compose_train(row_overrides([]), out).data.dir
+        data = compose_train(row_overrides([]), out).data
         meta = {
             "date": datetime.now().isoformat(timespec="seconds"),
             **provenance(),
-            "command": "python -m emotion_lab.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "command": "python -m emotion_lab.tools.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
             "recipe": row_overrides([]),
             "requested_seeds": args.seeds,
         }
-        svm = {"tfidf_svm": [run_svm(data_dir, bench.svm, 96 if args.quick else None)]}
+        svm = {"tfidf_svm": [run_svm(data, bench.svm, 96 if args.quick else None)]}
         write_results(out, meta, {**svm, **finished_runs(out, all_rows)})
         for name in selected:
             for seed in args.seeds:
@@ -286,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print((out / "results.md").read_text())
     log.info("results: %s", out)
+    if args.publish:
+        log.info("published: %s", publish(out))
     return 0
 
 

@@ -2,7 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from emotion_lab.losses import FocalLoss, build_loss, class_weights, consistency_kl
+from emotion_lab.errors import ConfigError
+from emotion_lab.models.losses import CrossEntropyLoss, FocalLoss, class_weights, consistency_kl
 
 
 @pytest.fixture
@@ -14,7 +15,7 @@ def batch():
 def test_focal_at_gamma_zero_is_cross_entropy(batch):
     logits, target = batch
     assert torch.allclose(FocalLoss(gamma=0.0)(logits, target), F.cross_entropy(logits, target), atol=1e-6)
-    assert torch.allclose(build_loss("ce")(logits, target), F.cross_entropy(logits, target), atol=1e-6)
+    assert torch.allclose(CrossEntropyLoss()(logits, target), F.cross_entropy(logits, target), atol=1e-6)
 
 
 def test_focal_matches_its_definition(batch):
@@ -52,14 +53,24 @@ def test_inverse_frequency_weights_favour_rare_classes():
     [
         ({"alpha": "balanced"}, "allowed values"),
         ({"alpha": [1.0, 2.0]}, "6 non-negative floats"),
-        ({"alpha": "inverse_frequency"}, "class counts"),
-        ({"name": "hinge"}, "'focal' and 'ce'"),
         ({"gamma": -1.0}, "gamma"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
     ],
 )
 def test_bad_loss_options_are_named(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        build_loss(**kwargs)
+    with pytest.raises(ConfigError, match=message):
+        FocalLoss(**kwargs)
+
+
+def test_inverse_frequency_waits_for_the_training_split_counts(batch):
+    logits, target = batch
+    loss = FocalLoss(gamma=0.0, alpha="inverse_frequency")
+    with pytest.raises(ConfigError, match="class counts"):
+        loss(logits, target)
+    counts = [400, 100, 100, 100, 100, 10]
+    loss.set_class_counts(counts)
+    expected = F.cross_entropy(logits, target, weight=class_weights("inverse_frequency", counts), reduction="none")
+    assert torch.allclose(loss(logits, target), expected.mean(), atol=1e-6)
 
 
 def test_consistency_kl_is_the_mean_of_both_kl_directions(batch):

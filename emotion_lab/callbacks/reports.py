@@ -1,0 +1,41 @@
+"""The test report: per-class precision, recall and F1 written into the run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import torch
+from sklearn.metrics import classification_report
+
+from emotion_lab.data.labels import LABELS
+
+
+class TestReport(L.Callback):
+    """Collects test predictions and writes `test_report.txt` (the usual classification-report
+    layout) and `test_report.json` into `output_dir`."""
+
+    def __init__(self, output_dir: str, digits: int = 4) -> None:
+        self.output_dir = Path(output_dir)
+        self.digits = digits
+        self._preds: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._preds, self._targets = [], []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._preds.append(outputs["preds"].cpu())
+        self._targets.append(outputs["targets"].cpu())
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not self._preds or not trainer.is_global_zero:
+            return
+        preds, targets = torch.cat(self._preds).numpy(), torch.cat(self._targets).numpy()
+        kwargs = {"labels": list(range(len(LABELS))), "target_names": list(LABELS), "zero_division": 0}
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        text = classification_report(targets, preds, digits=self.digits, **kwargs)
+        (self.output_dir / "test_report.txt").write_text(text)
+        report = classification_report(targets, preds, output_dict=True, **kwargs)
+        (self.output_dir / "test_report.json").write_text(json.dumps(report, indent=2))

@@ -1,0 +1,1 @@
+"""Networks, losses and the LightningModule that trains them."""

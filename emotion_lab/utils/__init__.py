@@ -1,0 +1,1 @@
+"""Hydra plumbing and run helpers shared by the commands and tools."""

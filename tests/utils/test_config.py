@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+from emotion_lab.tools.bench import compose_train
+from emotion_lab.utils.config import mixed_precision
+
+
+def fake_cpu(monkeypatch, avx512_bf16: bool, amx: bool, onednn_bf16: bool = True) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    # oneDNN says yes on any AVX-512 CPU, also where bf16 is only emulated: it must not decide.
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn_bf16)
+
+
+@pytest.fixture
+def cpu_without_bf16(monkeypatch):
+    fake_cpu(monkeypatch, avx512_bf16=False, amx=False)
+
+
+@pytest.mark.parametrize(
+    "avx512_bf16, amx, expected",
+    [
+        (True, True, "bf16-mixed"),  # Sapphire Rapids and later
+        (True, False, "bf16-mixed"),  # Cooper Lake, Zen 4
+        (False, False, "32-true"),  # AVX-512 without BF16 (Skylake-SP, Ice Lake): emulated bf16 is slower
+    ],
+)
+def test_cpu_precision_follows_native_bf16(monkeypatch, avx512_bf16, amx, expected):
+    fake_cpu(monkeypatch, avx512_bf16, amx)
+    assert mixed_precision("cpu") == expected
+
+
+def test_gpu_without_bf16_gets_fp16(monkeypatch, cpu_without_bf16):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert mixed_precision("gpu") == "16-mixed"
+    assert mixed_precision("auto") == "16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert mixed_precision("gpu") == "bf16-mixed"
+
+
+def test_recipe_precision_is_resolved_per_machine(tmp_path, monkeypatch, cpu_without_bf16):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = compose_train(["experiment=best_cpu"], tmp_path)
+    assert cfg.trainer.precision == "32-true"
+    assert compose_train(["experiment=best_cpu", "trainer=gpu"], tmp_path).trainer.precision == "bf16-mixed"
