@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    model = load_classifier(cfg.ckpt_path)
+    model = load_classifier(cfg.ckpt_path, trusted_modules=list(cfg.trusted_modules))
     with open_dict(cfg):
         cfg.data.tokenizer_name = cfg.data.tokenizer_name or model.hparams.net["encoder_name"]
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)

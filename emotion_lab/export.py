@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -47,10 +48,14 @@ def model_card(predictor: EmotionPredictor, ckpt_path: Path, metrics: dict[str, 
 
 
 def export(
-    ckpt_path: str | Path, out: str | Path, metrics: dict[str, float] | None = None, data_source: str = "unknown source"
+    ckpt_path: str | Path,
+    out: str | Path,
+    metrics: dict[str, float] | None = None,
+    data_source: str = "unknown source",
+    trusted_modules: Sequence[str] = (),
 ) -> Path:
     ckpt_path = Path(ckpt_path)
-    predictor = EmotionPredictor.from_checkpoint(ckpt_path)
+    predictor = EmotionPredictor.from_checkpoint(ckpt_path, trusted_modules=trusted_modules)
     if metrics is None:
         # A checkpoint inside a run folder: take the run's test metrics for the card.
         run_metrics = ckpt_path.parent.parent / "metrics.json"
@@ -63,7 +68,7 @@ def export(
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:
-    run_task(lambda c: export(c.ckpt_path, c.out), cfg)
+    run_task(lambda c: export(c.ckpt_path, c.out, trusted_modules=list(c.trusted_modules)), cfg)
 
 
 if __name__ == "__main__":

@@ -220,12 +220,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="int8 dynamic quantization (its accuracy cost: docs/experiments/2026-11-26-inference-speed.md)",
     )
+    parser.add_argument(
+        "--trust-module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a module besides emotion_lab whose EmotionNet subclasses the model may name (your own variant)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.batch_size < 1:
         parser.error(f"--batch-size {args.batch_size}: must be >= 1")
     try:
-        predictor = EmotionPredictor.from_pretrained(args.model)
+        predictor = EmotionPredictor.from_pretrained(args.model, trusted_modules=args.trust_module)
         if args.quantize:
             predictor.quantize_dynamic()
         if args.input is None and args.format is None:

@@ -26,7 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import hydra
 import lightning as L
 from lightning.pytorch.callbacks import WeightAveraging
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from emotion_lab.errors import ConfigError
 from emotion_lab.models.classifier import EmotionClassifier
@@ -53,9 +53,47 @@ def check_optimized_metric(cfg: DictConfig) -> None:
         )
 
 
+def resume_target(cfg: DictConfig) -> tuple[Path | None, Path | None]:
+    """The checkpoint `ckpt_path` names, and the run folder it belongs to (where the run continues).
+
+    `last`: the newest `last.ckpt` among this task's earlier runs; a folder: that run's last.ckpt;
+    a file: itself. Anything that does not exist is an error, never a silent start from scratch.
+    """
+    value = cfg.get("ckpt_path")
+    if value is None:
+        return None, None
+    here = Path(cfg.paths.output_dir).resolve()
+    if str(value) == "last":
+        runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
+        found = [p for p in runs.glob("*/checkpoints/last.ckpt") if p.parent.parent.resolve() != here]
+        if not found:
+            raise ConfigError(
+                f"ckpt_path=last: no earlier run of task {cfg.task_name!r} has {runs}/*/checkpoints/last.ckpt"
+            )
+        ckpt = max(found, key=lambda p: p.stat().st_mtime)
+    else:
+        ckpt = Path(str(value))
+        if ckpt.is_dir():
+            ckpt = ckpt / "checkpoints" / "last.ckpt"
+        if not ckpt.is_file():
+            raise ConfigError(f"ckpt_path={value}: no such checkpoint (give a .ckpt file, a run folder, or `last`)")
+    run_dir = ckpt.parent.parent
+    return ckpt, (run_dir if ckpt.parent.name == "checkpoints" and (run_dir / ".hydra").is_dir() else None)
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Seed, build, fit, then test the best checkpoint. Returns (metrics, objects)."""
     check_optimized_metric(cfg)
+    ckpt_path, resumed_run = resume_target(cfg) if cfg.get("train") else (None, None)
+    if resumed_run is not None and resumed_run.resolve() != Path(cfg.paths.output_dir).resolve():
+        # Continue in the interrupted run's folder: its checkpoints, TensorBoard curves and reports.
+        new_dir = Path(cfg.paths.output_dir)
+        new_dir.mkdir(parents=True, exist_ok=True)
+        (new_dir / "resumed_in.txt").write_text(f"{resumed_run}\n")
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(resumed_run)
+    if ckpt_path is not None:
+        log.info("resuming from %s; the run continues in %s", ckpt_path, cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     # Outside this module: launchers pickle `python -m` entry points by value, and torch.backends.cuda cannot be.
     configure_torch(cfg.torch_threads, cfg.cudnn_attention)
@@ -79,7 +117,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     timings: dict[str, float] = {}
     if cfg.get("train"):
         start = time.perf_counter()
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         timings["train_seconds"] = time.perf_counter() - start
         timings["epochs"] = trainer.current_epoch
     fit_metrics = metrics_to_floats(trainer.callback_metrics)
@@ -107,7 +145,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if cfg.get("export") and best:
         from emotion_lab.export import export
 
-        export(best, output_dir / "model", metrics=metrics, data_source=datamodule.source)
+        # The network this run just built from the user's own config: its module is trusted.
+        own_module = str(cfg.model.net._target_).rpartition(".")[0]
+        export(best, output_dir / "model", metrics=metrics, data_source=datamodule.source, trusted_modules=[own_module])
     log_hyperparameters(cfg, model, trainer, metrics)
     output_dir.mkdir(parents=True, exist_ok=True)
     run_info = {"status": status, "data_source": datamodule.source, **precision}

@@ -21,6 +21,32 @@ from emotion_lab.models.encoder import load_tokenizer
 log = logging.getLogger(__name__)
 
 
+class EpochSeeded(torch.utils.data.Sampler):
+    """A shuffling sampler whose order depends on the seed and the epoch only, not on the process.
+
+    Lightning calls `set_epoch(e)` before each training epoch; the generator is re-seeded and the
+    e earlier epochs' draws are replayed (cheap: a permutation each). So epoch e has the same order
+    in a run that got there straight and in one resumed from a checkpoint, and it is the order one
+    continuously advancing generator would give.
+    """
+
+    def __init__(self, sampler: torch.utils.data.Sampler, generator: torch.Generator, seed: int) -> None:
+        self.sampler, self.generator, self.seed = sampler, generator, seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed)
+        for _ in range(epoch):
+            for _ in self.sampler:
+                pass
+
+    def __iter__(self):
+        return iter(self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
 class EmotionDataModule(L.LightningDataModule):
     """Train / validation / test splits of dair-ai/emotion, tokenized for one encoder.
 
@@ -113,13 +139,13 @@ class EmotionDataModule(L.LightningDataModule):
         if self.cached is not None:
             data, collate = self.cached[split], collate_states
         batch_size = self.hparams.batch_size if shuffle else self.hparams.eval_batch_size
-        if shuffle and self.hparams.group_by_length:
-            # One generator per loader: each epoch's permutation advances it, so epochs differ, yet a
-            # fixed seed reproduces the whole sequence of epochs.
-            generator = torch.Generator().manual_seed(self.hparams.seed)
-            sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
-        elif shuffle:
-            sampler = torch.utils.data.RandomSampler(data)
+        if shuffle:
+            generator = torch.Generator()
+            if self.hparams.group_by_length:
+                inner = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+            else:
+                inner = torch.utils.data.RandomSampler(data, generator=generator)
+            sampler = EpochSeeded(inner, generator, self.hparams.seed)
         else:
             # Order does not change evaluation metrics, and sorted batches carry almost no padding.
             sampler = sorted(range(len(data)), key=lengths.__getitem__)

@@ -54,7 +54,8 @@ def read_split_file(path: Path, on_bad_line: str = "error") -> SplitReadResult:
     if on_bad_line not in ("error", "skip"):
         raise ConfigError(f"data.on_bad_line={on_bad_line!r}: allowed values are 'error' and 'skip'")
     result = SplitReadResult()
-    with open(path, encoding="utf-8", errors="strict") as handle:
+    # utf-8-sig: a byte-order mark some editors write is not part of the first sentence.
+    with open(path, encoding="utf-8-sig", errors="strict") as handle:
         try:
             lines = handle.read().splitlines()
         except UnicodeDecodeError as err:
@@ -74,9 +75,7 @@ def read_split_file(path: Path, on_bad_line: str = "error") -> SplitReadResult:
         if problem:
             where = f"{path}:{line_no}: {problem}"
             if on_bad_line == "error":
-                raise DataFormatError(
-                    f"{where}\n  line: {line[:120]!r}\n  (set data.on_bad_line=skip to drop such lines)"
-                )
+                raise DataFormatError(f"{where} in {line[:80]!r} (data.on_bad_line=skip drops such lines)")
             result.skipped.append(where)
             continue
         result.texts.append(text)
@@ -95,7 +94,7 @@ def load_local_splits(data_dir: Path, on_bad_line: str = "error") -> DatasetDict
         if result.skipped:
             log.warning("%s: skipped %d bad line(s), first: %s", filename, len(result.skipped), result.skipped[0])
         if not result.texts:
-            raise DataFormatError(f"{data_dir / filename}: no usable lines")
+            raise DataFormatError(f"{data_dir / filename}: no usable lines (empty, or every line skipped)")
         splits[split] = Dataset.from_dict({"text": result.texts, "label": result.labels})
     return DatasetDict(splits)
 
@@ -109,7 +108,7 @@ def load_hub_splits(hub_id: str) -> DatasetDict:
     except Exception as err:  # datasets raises many types for "not reachable"; all mean the same here
         raise DataSourceError(
             f"No local copy of the emotion data was found and the hub dataset {hub_id!r} could not be loaded "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}).\n"
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
             f"Point emotion_lab at a folder holding train.txt, val.txt and test.txt (`text;label` lines): "
             f"`data.dir=/path/to/emotion` on the command line or `export {DATA_DIR_ENV}=/path/to/emotion`."
         ) from None

@@ -13,7 +13,6 @@ come from safetensors, and Lightning checkpoints are read with `torch.load(weigh
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from torch import nn
 from emotion_lab.data.labels import LABELS
 from emotion_lab.errors import ModelLoadError
 from emotion_lab.models.encoder import load_tokenizer
+from emotion_lab.models.loading import build_network
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "emotion_lab.json"
@@ -41,16 +41,6 @@ class Prediction:
     top_words: list[tuple[str, float]] = field(default_factory=list)
 
 
-def build_net(net_config: dict, encoder_name: str | None = None) -> nn.Module:
-    """Instantiate a network from its recorded config, with fresh (to-be-loaded) weights."""
-    config = dict(net_config)
-    module_name, _, class_name = config.pop("_target_").rpartition(".")
-    if encoder_name is not None:
-        config["encoder_name"] = encoder_name
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(**config, pretrained=False)
-
-
 class EmotionPredictor:
     """A trained network plus its tokenizer, ready for fast CPU inference."""
 
@@ -61,10 +51,12 @@ class EmotionPredictor:
         self.max_length = max_length
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> EmotionPredictor:
+    def from_pretrained(cls, path: str | Path, trusted_modules: Sequence[str] = ()) -> EmotionPredictor:
+        """Load a model folder (or a Lightning checkpoint). Its network class must be an emotion_lab one,
+        or from a module named in `trusted_modules`: the folder cannot make loading run other code."""
         folder = Path(path)
         if folder.is_file():
-            return cls.from_checkpoint(folder)
+            return cls.from_checkpoint(folder, trusted_modules=trusted_modules)
         config_path = folder / CONFIG_FILE
         if not folder.is_dir() or not config_path.is_file() or not (folder / WEIGHTS_FILE).is_file():
             raise ModelLoadError(
@@ -78,27 +70,41 @@ class EmotionPredictor:
                     f"{config_path}: format_version {config.get('format_version')!r}, "
                     f"this emotion_lab reads {FORMAT_VERSION}"
                 )
-            net = build_net(config["net"], encoder_name=str(folder / ENCODER_DIR))
+            if config.get("labels") != list(LABELS):
+                raise ModelLoadError(
+                    f"{config_path}: labels {config.get('labels')} differ from emotion_lab's {list(LABELS)}"
+                )
+            net = build_network(config.get("net"), trusted_modules, encoder_name=str(folder / ENCODER_DIR))
             try:
                 weights = load_file(folder / WEIGHTS_FILE)
             except Exception as err:
-                raise ModelLoadError(f"{folder / WEIGHTS_FILE}: not a readable safetensors file ({err})") from None
+                raise ModelLoadError(
+                    f"{folder / WEIGHTS_FILE}: not a readable safetensors file ({_first_line(err)})"
+                ) from None
             _load_weights(net, weights, folder / WEIGHTS_FILE)
             tokenizer = load_tokenizer(str(folder))
         except ModelLoadError:
             raise
         except Exception as err:
-            raise ModelLoadError(f"{folder}: cannot load the model ({type(err).__name__}: {err})") from None
+            raise ModelLoadError(
+                f"{folder}: cannot load the model ({type(err).__name__}: {_first_line(err)})"
+            ) from None
         return cls(net, tokenizer, labels=config["labels"], max_length=config["max_length"])
 
     @classmethod
-    def from_checkpoint(cls, ckpt_path: str | Path, max_length: int = 128) -> EmotionPredictor:
+    def from_checkpoint(
+        cls, ckpt_path: str | Path, max_length: int = 128, trusted_modules: Sequence[str] = ()
+    ) -> EmotionPredictor:
         """From a Lightning checkpoint of EmotionClassifier (the encoder name must still resolve)."""
         path = Path(ckpt_path)
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            net_config = checkpoint["hyper_parameters"]["net"]
-            net = build_net(net_config)
+            net_config = checkpoint.get("hyper_parameters", {}).get("net")
+            if not isinstance(net_config, dict):
+                raise ModelLoadError(
+                    f"{path}: a Lightning checkpoint without an emotion_lab network config (hyper_parameters.net)"
+                )
+            net = build_network(net_config, trusted_modules)
             state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
             _load_weights(net, state, path)
             tokenizer = load_tokenizer(net_config["encoder_name"])
@@ -107,7 +113,7 @@ class EmotionPredictor:
             raise
         except Exception as err:
             raise ModelLoadError(
-                f"{path}: not a readable emotion_lab checkpoint ({type(err).__name__}: {err})"
+                f"{path}: not a readable emotion_lab checkpoint ({type(err).__name__}: {_first_line(err)})"
             ) from None
         return cls(net, tokenizer, max_length=max_length)
 
@@ -195,7 +201,19 @@ class EmotionPredictor:
         return ranked[:k]
 
 
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else ""
+
+
 def _load_weights(net: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    own = net.state_dict()
+    wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and v.shape != own[k].shape]
+    if wrong:
+        key, theirs, ours = wrong[0]
+        raise ModelLoadError(
+            f"{source}: weights do not fit the network ({len(wrong)} of another shape, e.g. {key}: {theirs} "
+            f"in the file, {ours} in the network its config describes)"
+        )
     missing, unexpected = net.load_state_dict(state, strict=False)
     # position_ids buffers differ between transformers versions; they are not weights.
     missing = [k for k in missing if not k.endswith("position_ids")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from torchmetrics.wrappers import ClasswiseWrapper
 
 from emotion_lab.data.labels import ID2LABEL, LABELS, NUM_CLASSES
 from emotion_lab.errors import ConfigError, ModelLoadError, TrainingDivergedError
+from emotion_lab.models.loading import build_network
 from emotion_lab.models.losses import CrossEntropyLoss, consistency_kl
 from emotion_lab.models.optim import WarmupSchedule, encoder_groups
 
@@ -275,6 +276,27 @@ class EmotionClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["id2label"] = dict(ID2LABEL)
+        # What a resumed run needs to continue exactly: dropout's random stream and the step guard's counts.
+        checkpoint["emotion_lab_state"] = {
+            "torch_rng": torch.get_rng_state(),
+            "skipped_steps": self.skipped_steps,
+            "skipped_in_a_row": self.skipped_in_a_row,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("emotion_lab_state", {})
+        self.skipped_steps = state.get("skipped_steps", 0)
+        self.skipped_in_a_row = state.get("skipped_in_a_row", 0)
+        # Restored at the first training batch, not now: restoring runs validation first, which draws too.
+        self._resume_rng = state.get("torch_rng")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if getattr(self, "_resume_rng", None) is not None:
+            torch.set_rng_state(self._resume_rng)
+            # An uninterrupted run draws once more before this batch: the new epoch's loader iterator
+            # takes its base seed from the global generator (tests/test_resume.py holds this to 1e-6).
+            torch.empty((), dtype=torch.int64).random_()
+            self._resume_rng = None
 
 
 def checkpoint_loss(config: dict[str, Any] | None) -> Callable[[], nn.Module] | None:
@@ -298,21 +320,31 @@ def checkpoint_loss(config: dict[str, Any] | None) -> Callable[[], nn.Module] | 
     return hydra.utils.instantiate(config)
 
 
-def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> EmotionClassifier:
-    """Rebuild a classifier from a Lightning checkpoint alone (no Hydra composition, no unpickling)."""
+def load_classifier(
+    ckpt_path: str | Path, map_location: str | torch.device = "cpu", trusted_modules: Sequence[str] = ()
+) -> EmotionClassifier:
+    """Rebuild a classifier from a Lightning checkpoint alone (no Hydra composition, no unpickling; the
+    network class must be emotion_lab's or from `trusted_modules`, see `emotion_lab.models.loading`)."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise ModelLoadError(f"ckpt_path={str(ckpt_path)!r}: no such checkpoint file")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise ModelLoadError(f"{path}: not a readable emotion_lab checkpoint ({type(err).__name__}: {err})") from None
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ModelLoadError(
+            f"{path}: not a readable emotion_lab checkpoint ({type(err).__name__}: {reason})"
+        ) from None
     hparams = checkpoint.get("hyper_parameters", {})
     if "net" not in hparams or "_target_" not in hparams.get("net", {}):
         raise ModelLoadError(
             f"{path}: a Lightning checkpoint without an emotion_lab network config (hyper_parameters.net)"
         )
-    net = hydra.utils.instantiate({**hparams["net"], "pretrained": False})
+    net = build_network(hparams["net"], trusted_modules)
     model = EmotionClassifier(net, loss=checkpoint_loss(hparams.get("loss")))
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except (KeyError, RuntimeError) as err:
+        reason = str(err).strip().splitlines()[0]
+        raise ModelLoadError(f"{path}: weights do not fit the network its config describes ({reason})") from None
     return model.eval()

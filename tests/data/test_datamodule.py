@@ -121,3 +121,19 @@ def test_training_order_is_seeded_and_changes_between_epochs(data_dir, tiny_enco
     first, second = epoch_orders(1)
     assert first != second
     assert epoch_orders(1) == [first, second]
+
+
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_epoch_order_depends_on_seed_and_epoch_only(data_dir, tiny_encoder, group_by_length):
+    """What exact resume needs: a loader built afresh (as after a restart) gives epoch e the same order."""
+    dm = EmotionDataModule(tiny_encoder, dir=str(data_dir), batch_size=8, group_by_length=group_by_length)
+    dm.setup()
+    running = dm.train_dataloader().sampler
+    orders = []
+    for epoch in range(3):
+        running.set_epoch(epoch)
+        orders.append(list(running))
+    assert orders[0] != orders[1] != orders[2]
+    fresh = dm.train_dataloader().sampler
+    fresh.set_epoch(2)
+    assert list(fresh) == orders[2]

@@ -1,0 +1,55 @@
+"""Rebuilding a network from a file someone else may have written: the file is data, never code.
+
+A model folder (`emotion_lab.json`) or a checkpoint names its network class in `net._target_`. Only a
+subclass of `EmotionNet` is built, and only from emotion_lab or from modules the user trusts by name
+(`trusted_modules`; `--trust-module` on the command line); anything else is refused before any
+module outside those is imported, so a file cannot make loading run a function of its choosing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+from emotion_lab.errors import ModelLoadError
+from emotion_lab.models.networks import EmotionNet
+
+TRUSTED_BY_DEFAULT = ("emotion_lab",)
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def network_class(target: Any, trusted_modules: Sequence[str] = ()) -> type[EmotionNet]:
+    """The `EmotionNet` subclass `target` names, or a one-line `ModelLoadError` saying why not."""
+    if not isinstance(target, str) or "." not in target:
+        raise ModelLoadError(f"net._target_={target!r}: not a class path such as emotion_lab.models.networks.X")
+    module_name, _, class_name = target.rpartition(".")
+    trusted = (*TRUSTED_BY_DEFAULT, *trusted_modules)
+    if not any(_within(module_name, package) for package in trusted):
+        raise ModelLoadError(
+            f"net._target_={target!r}: refused, a model file may only build emotion_lab networks; if this is "
+            f"your own network, trust its module explicitly (trusted_modules=[{module_name}] or "
+            f"--trust-module {module_name})"
+        )
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name, None)
+    except ImportError as err:
+        raise ModelLoadError(f"net._target_={target!r}: cannot import {module_name} ({err})") from None
+    if not (isinstance(cls, type) and issubclass(cls, EmotionNet)):
+        raise ModelLoadError(f"net._target_={target!r}: refused, not a subclass of EmotionNet")
+    return cls
+
+
+def build_network(config: Any, trusted_modules: Sequence[str] = (), **overrides: Any) -> EmotionNet:
+    """A network with fresh weights (to be loaded) from its recorded config."""
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"net: expected the network's config as a mapping, got {type(config).__name__}")
+    arguments = {key: value for key, value in config.items() if key != "_target_"}
+    cls = network_class(config.get("_target_"), trusted_modules)
+    try:
+        return cls(**{**arguments, **overrides, "pretrained": False})
+    except TypeError as err:
+        raise ModelLoadError(f"net: the recorded settings do not fit {cls.__name__} ({err})") from None
