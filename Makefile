@@ -12,9 +12,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# torch first, pinned: the CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
+# torch first, pinned, the CPU build from PyTorch's CPU index: torch from PyPI alone is a multi-GB CUDA build.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q torch==2.13.0 --extra-index-url $(TORCH_INDEX)
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 

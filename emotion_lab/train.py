@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 def check_optimized_metric(cfg: DictConfig) -> None:
     """A sweep maximises `optimized_metric`: a name no run logs would score every trial as failed."""
     name = cfg.get("optimized_metric")
+    if name is not None and name.startswith("test") and not cfg.get("test"):
+        raise ConfigError(f"optimized_metric={name!r} is a test metric, but test=false: sweeps select on val/ metrics")
     if name is not None and name not in EmotionClassifier.metric_names():
         raise ConfigError(
             f"optimized_metric={name!r} is not a metric a run logs; e.g. val/f1_weighted_best, val/f1_macro, "
@@ -56,7 +58,7 @@ def check_optimized_metric(cfg: DictConfig) -> None:
 def resume_target(cfg: DictConfig) -> tuple[Path | None, Path | None]:
     """The checkpoint `ckpt_path` names, and the run folder it belongs to (where the run continues).
 
-    `last`: the newest `last.ckpt` among this task's earlier runs; a folder: that run's last.ckpt;
+    `last`: the newest `last.ckpt` of this task's interrupted runs; a folder: that run's last.ckpt;
     a file: itself. Anything that does not exist is an error, never a silent start from scratch.
     """
     value = cfg.get("ckpt_path")
@@ -65,10 +67,15 @@ def resume_target(cfg: DictConfig) -> tuple[Path | None, Path | None]:
     here = Path(cfg.paths.output_dir).resolve()
     if str(value) == "last":
         runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
-        found = [p for p in runs.glob("*/checkpoints/last.ckpt") if p.parent.parent.resolve() != here]
+        # A run that finished wrote metrics.json; only an interrupted one is there to resume.
+        found = [
+            p
+            for p in runs.glob("*/checkpoints/last.ckpt")
+            if p.parent.parent.resolve() != here and not (p.parent.parent / "metrics.json").is_file()
+        ]
         if not found:
             raise ConfigError(
-                f"ckpt_path=last: no earlier run of task {cfg.task_name!r} has {runs}/*/checkpoints/last.ckpt"
+                f"ckpt_path=last: no interrupted run of task {cfg.task_name!r} under {runs} (finished: metrics.json)"
             )
         ckpt = max(found, key=lambda p: p.stat().st_mtime)
     else:
@@ -104,7 +111,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         "precision %s on %s (CPU with native bf16: %s)",
         precision["precision"],
         cfg.trainer.accelerator,
-        "yes" if precision["cpu_native_bf16"] else "no: fp32 is faster than emulated bf16",
+        "yes" if precision["cpu_native_bf16"] else "no, so ${mixed_precision:cpu} gives fp32",
     )
     log.info("data: %s", cfg.data._target_)
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)

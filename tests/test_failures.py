@@ -60,7 +60,12 @@ def bad_checkpoints(trained, tmp_path):
     checkpoint = torch.load(trained["ckpt"], weights_only=True)
     checkpoint["hyper_parameters"]["net"]["lstm_hidden"] = 32
     torch.save(checkpoint, reshaped)
+    relabelled = tmp_path / "relabelled.ckpt"
+    checkpoint = torch.load(trained["ckpt"], weights_only=True)
+    checkpoint["id2label"] = {**checkpoint["id2label"], 1: "happiness"}
+    torch.save(checkpoint, relabelled)
     return {
+        relabelled: "differ from emotion_lab's",
         truncated: "truncated.ckpt: not a readable emotion_lab checkpoint",
         foreign: "without an emotion_lab network config",
         reshaped: "weights do not fit",
@@ -140,3 +145,48 @@ def test_a_bom_and_crlf_lines_load(tmp_path, tiny_encoder):
     first = objects["datamodule"].datasets["train"].with_format(None)["text"][0]
     assert first == (tmp_path / "data" / "train.txt").read_text(encoding="utf-8-sig").splitlines()[0].rpartition(";")[0]
     assert "test/f1_weighted" in metrics
+
+
+def hub_that_leaves_a_marker(tmp_path):
+    hub = tmp_path / "hub"
+    hub.mkdir(exist_ok=True)
+    marker = tmp_path / "hubconf-ran"
+    (hub / "hubconf.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\ndef model(**kw):\n    return None\n")
+    return {"_target_": "torch.hub.load", "repo_or_dir": str(hub), "model": "model", "source": "local"}, marker
+
+
+def test_a_checkpoint_naming_code_as_its_network_is_refused_by_every_command(trained, data_dir, tmp_path, caplog):
+    call, marker = hub_that_leaves_a_marker(tmp_path)
+    checkpoint = torch.load(trained["ckpt"], weights_only=True)
+    checkpoint["hyper_parameters"]["net"] = call
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(checkpoint, crafted)
+    assert predict([str(crafted)]) == 2
+    assert "refused" in one_line_exit_2(evaluate_cmd(crafted, data_dir, tmp_path / "eval"), caplog)
+    assert "refused" in one_line_exit_2(export_cmd(crafted, tmp_path / "export"), caplog)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("how", ["attribute path", "nested target"])
+def test_a_checkpoint_naming_code_as_its_loss_runs_none(trained, data_dir, tmp_path, how):
+    call, marker = hub_that_leaves_a_marker(tmp_path)
+    checkpoint = torch.load(trained["ckpt"], weights_only=True)
+    if how == "attribute path":
+        loss = {**call, "_target_": "emotion_lab.models.losses.torch.hub.load"}
+    else:
+        loss = {"_target_": "emotion_lab.models.losses.FocalLoss", "_partial_": True, "gamma": 2.0, "alpha": call}
+    checkpoint["hyper_parameters"]["loss"] = loss
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(checkpoint, crafted)
+    metrics = evaluate_cmd(crafted, data_dir, tmp_path / "eval")()[0]  # evaluates, reporting cross-entropy
+    assert "test/f1_weighted" in metrics and not marker.exists()
+
+
+def test_checkpoints_from_before_losses_had_a_target_still_load():
+    from emotion_lab.models.classifier import checkpoint_loss
+    from emotion_lab.models.losses import CrossEntropyLoss, FocalLoss
+
+    ce = checkpoint_loss({"name": "ce", "gamma": 0.0, "alpha": "none", "label_smoothing": 0.1, "rdrop": 0.0})()
+    focal = checkpoint_loss({"name": "focal", "gamma": 1.5, "alpha": "none", "label_smoothing": 0.0})()
+    assert type(ce) is CrossEntropyLoss and ce.label_smoothing == 0.1 and ce.gamma == 0.0
+    assert type(focal) is FocalLoss and focal.gamma == 1.5 and focal.alpha is None

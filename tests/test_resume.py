@@ -99,6 +99,13 @@ def test_same_seed_twice_gives_the_same_metrics(tmp_path, data_dir, tiny_encoder
     assert first["val/loss"] == second["val/loss"] and first["val/f1_weighted"] == second["val/f1_weighted"]
 
 
+def test_last_skips_runs_that_finished(tmp_path, data_dir, tiny_encoder):
+    train(run_cfg(tmp_path, data_dir, tiny_encoder, "finished", "trainer.max_epochs=1"))
+    assert (tmp_path / "train" / "runs" / "finished" / "checkpoints" / "last.ckpt").is_file()
+    with pytest.raises(ConfigError, match="ckpt_path=last: no interrupted run of task 'train'"):
+        train(run_cfg(tmp_path, data_dir, tiny_encoder, "again", "ckpt_path=last"))
+
+
 @pytest.mark.parametrize("value", ["last", "missing/run", "missing.ckpt"])
 def test_nothing_to_resume_is_a_clear_error_not_a_fresh_start(tmp_path, data_dir, tiny_encoder, value):
     cfg = run_cfg(

@@ -42,7 +42,9 @@ def test_fast_dev_run_with_a_tiny_encoder(tiny_train_cfg, monkeypatch, rdrop):
     assert {f"test_f1/{label}" for label in ("sadness", "love", "surprise")} <= set(metrics)
 
 
-def test_training_writes_the_run_folder_and_evaluate_reproduces_the_test(tiny_train_cfg, tmp_path):
+def test_training_writes_the_run_folder_and_evaluate_reproduces_the_test(tiny_train_cfg, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("emotion_lab.train.cpu_has_native_bf16", lambda: False)  # a CPU that only emulates bf16
+    caplog.set_level("INFO", logger="emotion_lab.train")
     with open_dict(tiny_train_cfg):
         tiny_train_cfg.trainer.max_epochs = 2
     metrics, objects = train(tiny_train_cfg)
@@ -54,7 +56,8 @@ def test_training_writes_the_run_folder_and_evaluate_reproduces_the_test(tiny_tr
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["test/f1_weighted"] == pytest.approx(metrics["test/f1_weighted"])
     assert "val/f1_weighted_best" in saved and saved["train_seconds"] > 0
-    assert saved["precision"] == "32-true" and isinstance(saved["cpu_native_bf16"], bool)  # what ran, and why
+    assert saved["precision"] == "32-true" and saved["cpu_native_bf16"] is False  # what ran, and why
+    assert "precision 32-true on cpu (CPU with native bf16: no" in caplog.text
     # Per-class validation F1 went to the loggers as one scalar per class.
     logged = (out / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {f"val_f1/{label}" for label in ("sadness", "joy", "love", "anger", "fear", "surprise")} <= set(logged)
@@ -301,11 +304,20 @@ def test_a_new_loss_is_one_class_and_one_yaml(tiny_train_cfg, tmp_path, monkeypa
     assert math.isfinite(metrics["test/loss"])
 
 
-@pytest.mark.parametrize("name, ok", [("val/f1_weighted_best", True), ("val/f1_weigthed", False), (None, True)])
-def test_optimized_metric_must_be_a_logged_metric(name, ok):
-    cfg = OmegaConf.create({"optimized_metric": name})
-    if ok:
+@pytest.mark.parametrize(
+    "name, test, error",
+    [
+        ("val/f1_weighted_best", False, None),
+        (None, False, None),
+        ("test/f1_weighted", True, None),
+        ("val/f1_weigthed", True, "optimized_metric='val/f1_weigthed' is not a metric"),
+        ("test/f1_weighted", False, "is a test metric, but test=false"),
+    ],
+)
+def test_optimized_metric_must_be_a_metric_the_run_logs(name, test, error):
+    cfg = OmegaConf.create({"optimized_metric": name, "test": test})
+    if error is None:
         check_optimized_metric(cfg)
     else:
-        with pytest.raises(ConfigError, match="optimized_metric='val/f1_weigthed' is not a metric"):
+        with pytest.raises(ConfigError, match=error):
             check_optimized_metric(cfg)

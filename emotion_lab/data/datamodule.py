@@ -50,8 +50,8 @@ class EpochSeeded(torch.utils.data.Sampler):
 class EmotionDataModule(L.LightningDataModule):
     """Train / validation / test splits of dair-ai/emotion, tokenized for one encoder.
 
-    Batches are padded per batch to their longest sentence (sentences average ~23 word-pieces,
-    so padding to `max_length` would waste most of every matmul). With `group_by_length`, training
+    Batches are padded per batch to their longest sentence (most sentences are far shorter than
+    `max_length`, so padding to it would waste most of every matmul). With `group_by_length`, training
     batches are drawn from length-sorted mega-batches (randomly, a new order each epoch); evaluation
     always runs length-sorted. Both cut padding further.
     """

@@ -107,11 +107,9 @@ def prepare_from_debian(source: Path = DEBIAN_WORDNET_DIR, data_dir: Path | None
 
 def _missing_message(detail: str) -> str:
     return (
-        f"WordNet is needed for synonym augmentation and was not found ({detail}).\n"
-        "  Online:             python -m nltk.downloader wordnet\n"
-        "  Debian/Ubuntu:      apt-get install wordnet-base wordnet-sense-index\n"
-        "                      (emotion_lab then prepares it for NLTK on first use)\n"
-        "  Or turn augmentation off: data.augment.enabled=false"
+        f"WordNet is needed for synonym augmentation and was not found ({detail}): get it with "
+        "`python -m nltk.downloader wordnet` (online) or `apt-get install wordnet-base wordnet-sense-index` "
+        "(emotion_lab prepares Debian's copy for NLTK), or set data.augment.enabled=false"
     )
 
 

@@ -104,6 +104,10 @@ class EmotionPredictor:
                 raise ModelLoadError(
                     f"{path}: a Lightning checkpoint without an emotion_lab network config (hyper_parameters.net)"
                 )
+            if checkpoint.get("id2label", dict(enumerate(LABELS))) != dict(enumerate(LABELS)):
+                raise ModelLoadError(
+                    f"{path}: labels {checkpoint['id2label']} differ from emotion_lab's {list(LABELS)}"
+                )
             net = build_network(net_config, trusted_modules)
             state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
             _load_weights(net, state, path)

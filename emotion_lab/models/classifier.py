@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from torch import nn
@@ -24,7 +23,7 @@ from torchmetrics.wrappers import ClasswiseWrapper
 from emotion_lab.data.labels import ID2LABEL, LABELS, NUM_CLASSES
 from emotion_lab.errors import ConfigError, ModelLoadError, TrainingDivergedError
 from emotion_lab.models.loading import build_network
-from emotion_lab.models.losses import CrossEntropyLoss, consistency_kl
+from emotion_lab.models.losses import CrossEntropyLoss, FocalLoss, consistency_kl
 from emotion_lab.models.optim import WarmupSchedule, encoder_groups
 
 log = logging.getLogger(__name__)
@@ -33,6 +32,8 @@ log = logging.getLogger(__name__)
 MAX_SKIPPED_IN_A_ROW = 25
 
 RDROP_SCOPES = ("network", "head")
+# The losses a checkpoint may name, by exact class path (a file's `_target_` is looked up, never imported).
+CHECKPOINT_LOSSES = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in (FocalLoss, CrossEntropyLoss)}
 
 
 def stage_metrics(stage: str) -> MetricCollection:
@@ -268,7 +269,10 @@ class EmotionClassifier(L.LightningModule):
             raise ConfigError("model.optimizer: none configured; this model was built to predict, not to train")
         head = [{"params": self.net.head_parameters()}]  # at the optimizer's own lr
         encoder = encoder_groups(self.net, self.hparams.encoder_lr, self.hparams.layer_decay)
-        optimizer = self.optimizer_factory(params=head + encoder)
+        try:
+            optimizer = self.optimizer_factory(params=head + encoder)
+        except TypeError as err:  # an option the optimizer does not have, e.g. +model.optimizer.momentum=0.9
+            raise ConfigError(f"model.optimizer: {err}") from None
         if self.schedule is None:
             return {"optimizer": optimizer}
         schedule = self.schedule(optimizer, self.trainer.estimated_stepping_batches)
@@ -300,8 +304,10 @@ class EmotionClassifier(L.LightningModule):
 
 
 def checkpoint_loss(config: dict[str, Any] | None) -> Callable[[], nn.Module] | None:
-    """The loss factory a checkpoint recorded. Only emotion_lab's own losses are rebuilt from a file (a
-    file names no code to run); checkpoints from before losses had a `_target_` name them `focal` or `ce`."""
+    """The loss a checkpoint recorded, rebuilt as data: the class is looked up by its exact name among
+    emotion_lab's losses and called with plain values only (no Hydra, so nothing nested is built).
+    Checkpoints from before losses had a `_target_` name them `focal` or `ce`. Anything else is
+    reported as cross-entropy."""
     if not config:
         return None
     config = dict(config)
@@ -309,15 +315,21 @@ def checkpoint_loss(config: dict[str, Any] | None) -> Callable[[], nn.Module] | 
         name = config.pop("name", "focal")
         config = {
             "_target_": "emotion_lab.models.losses." + ("CrossEntropyLoss" if name == "ce" else "FocalLoss"),
-            "_partial_": True,
             **({"gamma": config["gamma"]} if name != "ce" and "gamma" in config else {}),
             "alpha": None if config.get("alpha") in (None, "none") else config["alpha"],
             "label_smoothing": config.get("label_smoothing", 0.0),
         }
-    if not str(config["_target_"]).startswith("emotion_lab.models.losses."):
-        log.warning("loss %s is not one of emotion_lab's: losses are reported as cross-entropy", config["_target_"])
+    cls = CHECKPOINT_LOSSES.get(config.pop("_target_"))
+    config.pop("_partial_", None)
+    plain = all(isinstance(v, (int, float, str, type(None))) or _is_number_list(v) for v in config.values())
+    if cls is None or not plain:
+        log.warning("the checkpoint's loss is not one of emotion_lab's: losses are reported as cross-entropy")
         return None
-    return hydra.utils.instantiate(config)
+    return functools.partial(cls, **config)
+
+
+def _is_number_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, (int, float)) for v in value)
 
 
 def load_classifier(
@@ -342,6 +354,8 @@ def load_classifier(
         )
     net = build_network(hparams["net"], trusted_modules)
     model = EmotionClassifier(net, loss=checkpoint_loss(hparams.get("loss")))
+    if checkpoint.get("id2label", ID2LABEL) != ID2LABEL:
+        raise ModelLoadError(f"{path}: labels {checkpoint['id2label']} differ from emotion_lab's {ID2LABEL}")
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except (KeyError, RuntimeError) as err:

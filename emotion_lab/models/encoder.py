@@ -61,9 +61,9 @@ def _load(loader, name: str, what: str, **kwargs):
             " and HF_HUB_OFFLINE is set, so the hub was not asked" if offline else ", nor a model id the hub knows"
         )
         raise EncoderNotFoundError(
-            f"Cannot load the {what} of encoder {name!r}: {hint}.\n"
-            f"  Use the embedded default ({DEFAULT_ENCODER!r}), a folder saved with save_pretrained(), "
-            f"or a hub id with network access.\n  ({type(err).__name__}: {first_line})"
+            f"model.net.encoder_name={name!r}: cannot load its {what}: {hint} ({type(err).__name__}: {first_line}); "
+            f"use the embedded default {DEFAULT_ENCODER!r}, a folder saved with save_pretrained(), or a hub id "
+            "with network access"
         ) from None
 
 

@@ -39,7 +39,7 @@ from emotion_lab.data.labels import LABELS
 from emotion_lab.data.sources import load_splits
 from emotion_lab.errors import UserInputError
 from emotion_lab.tools.results_page import publish
-from emotion_lab.utils.config import CONFIG_DIR, PROJECT_ROOT
+from emotion_lab.utils.config import CONFIG_DIR, PROJECT_ROOT, cpu_has_native_bf16
 
 log = logging.getLogger("emotion_lab.tools.bench")
 
@@ -133,7 +133,7 @@ def provenance() -> dict[str, Any]:
         "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
         "date": datetime.now().isoformat(timespec="seconds"),
         "cpu": cpu_model(),
-        "cpu_native_bf16": bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()),
+        "cpu_native_bf16": cpu_has_native_bf16(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
     }
@@ -277,7 +277,6 @@ def main(argv: list[str] | None = None) -> int:
             check_validation_only(name, compose_train(all_rows[name], out))
         data = compose_train(row_overrides([]), out).data
         meta = {
-            "date": datetime.now().isoformat(timespec="seconds"),
             **provenance(),
             "command": "python -m emotion_lab.tools.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
             "recipe": row_overrides([]),

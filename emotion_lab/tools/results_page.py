@@ -49,8 +49,9 @@ def folder_name(results: dict[str, Any]) -> str:
     return f"{max(run['date'] for run in runs)[:10]}_{'+'.join(commits)}"
 
 
-def publish(out: Path, docs: Path = DOCS) -> Path:
+def publish(out: Path, docs: Path | None = None) -> Path:
     """Copy a finished benchmark table into docs/results/ and regenerate the results page."""
+    docs = docs or DOCS
     results = json.loads((out / "results.json").read_text())
     target = docs / "results" / folder_name(results)
     target.mkdir(parents=True, exist_ok=True)
@@ -69,8 +70,14 @@ def _row_legend(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render(docs: Path = DOCS) -> Path:
-    folders = sorted(p.parent for p in (docs / "results").glob("*/results.json"))
+def _newest_run(folder: Path) -> str:
+    return max((run["date"] for run in _provenance(json.loads((folder / "results.json").read_text()))), default="")
+
+
+def render(docs: Path | None = None) -> Path:
+    docs = docs or DOCS
+    # Newest measurement last (two publishes on one day are told apart by their runs' times, not names).
+    folders = sorted((p.parent for p in (docs / "results").glob("*/results.json")), key=_newest_run)
     if not folders:
         raise FileNotFoundError(f"no published results under {docs / 'results'}")
     current = folders[-1]
@@ -81,7 +88,7 @@ def render(docs: Path = DOCS) -> Path:
         f"{cpu}, {cores} cores, {'native' if bf16 else 'no native'} bf16, torch {torch}"
         for cpu, cores, bf16, torch in sorted(machine)
     )
-    commits = sorted({r["commit"] for r in runs})
+    commits = sorted({r["commit"] + (" (with uncommitted changes)" if r.get("dirty") else "") for r in runs})
     dates = sorted(r["date"][:10] for r in runs)
     rel = current.relative_to(docs)
     lines = [

@@ -122,7 +122,7 @@ def test_missing_wordnet_names_both_ways_to_get_it(tmp_path, monkeypatch):
 
 def test_preparation_from_debian_is_complete_and_readable(tmp_path, monkeypatch):
     if not wordnet_module.DEBIAN_WORDNET_DIR.is_dir():
-        pytest.skip("Debian's wordnet-base is not installed here (.ci/run installs it)")
+        pytest.skip("Debian's wordnet-base is not installed here (make setup installs it where apt-get may)")
     corpus = prepare_from_debian(data_dir=tmp_path)
     monkeypatch.setattr(wordnet_module.nltk.data, "path", [str(tmp_path)])  # NLTK reads only its data path
     lexnames = (corpus / "lexnames").read_text().splitlines()

@@ -95,9 +95,3 @@ def test_apt_refreshes_the_package_lists_once_when_install_fails(monkeypatch):
     monkeypatch.setattr(wordnet.subprocess, "run", run)
     assert wordnet.apt_install() is True
     assert runs == ["install", "update", "install"]
-
-
-def test_prepared_copy_is_what_nltk_reads(tmp_path):
-    """The real step on this machine: after set-up NLTK loads WordNet (set-up ran in `make setup`)."""
-    wordnet.setup_wordnet()
-    assert wordnet.load_wordnet().synsets("furious")

@@ -5,7 +5,7 @@ from omegaconf import open_dict
 
 from emotion_lab.tools import bench_head
 from emotion_lab.tools.bench import BenchConfigError, check_validation_only, compose_train, main
-from emotion_lab.tools.results_page import folder_name, publish
+from emotion_lab.tools.results_page import publish
 from tests.conftest import QUIET
 
 
@@ -37,13 +37,28 @@ def test_quick_bench_writes_every_row(tmp_path, data_dir, tiny_encoder):
     # Every run says what produced it, and publishing copies the table unedited into docs.
     for runs in results["runs"].values():
         assert {"commit", "date", "cpu", "cpu_native_bf16", "torch"} <= set(runs[0]["provenance"])
+    provenance = results["runs"]["hybrid"][0]["provenance"]
+    expected = f"{provenance['date'][:10]}_{provenance['commit']}{'-dirty' if provenance['dirty'] else ''}"
     folder = publish(tmp_path, docs=tmp_path / "docs")
-    assert folder.name == folder_name(results) and folder.name.startswith(
-        results["runs"]["hybrid"][0]["provenance"]["date"][:10]
-    )
+    assert folder == tmp_path / "docs" / "results" / expected
     assert (folder / "results.md").read_text() == table
     page = (tmp_path / "docs" / "results.md").read_text()
-    assert table.strip() in page and f"{folder.name}/results.json" in page
+    assert table.strip() in page and f"results/{expected}/results.json" in page
+
+
+def test_publish_flag_and_results_page_command(tmp_path, data_dir, tiny_encoder, monkeypatch):
+    from emotion_lab.tools import results_page
+
+    monkeypatch.setattr(results_page, "DOCS", tmp_path / "docs")
+    out = tmp_path / "bench"
+    args = ["--quick", "--rows", "no_lstm", "--seeds", "1", "--out", str(out), "--publish"]
+    assert main([*args, f"data.dir={data_dir}", f"model.net.encoder_name={tiny_encoder}", *QUIET]) == 0
+    (published,) = (tmp_path / "docs" / "results").iterdir()
+    assert (published / "results.json").read_text() == (out / "results.json").read_text()
+    (tmp_path / "docs" / "results.md").unlink()
+    assert results_page.main([]) == 0  # regenerates the page from the committed files alone
+    assert (out / "results.md").read_text().strip() in (tmp_path / "docs" / "results.md").read_text()
+    assert results_page.main(["--add", str(tmp_path / "no-such-bench")]) == 2
 
 
 def test_table_grows_over_invocations_and_reuses_only_unchanged_runs(tmp_path, data_dir, tiny_encoder, monkeypatch):
