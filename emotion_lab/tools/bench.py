@@ -155,7 +155,7 @@ def saved_result(out: Path, name: str, overrides: list[str], seed: int) -> dict[
         return None
     if earlier.get("overrides") != seed_overrides(overrides, seed):
         return None
-    return {**earlier["metrics"], "provenance": earlier.get("provenance")}
+    return {**earlier["metrics"], "overrides": earlier["overrides"], "provenance": earlier.get("provenance")}
 
 
 def run_row(name: str, overrides: list[str], seed: int, out: Path) -> None:

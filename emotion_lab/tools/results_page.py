@@ -61,12 +61,18 @@ def publish(out: Path, docs: Path | None = None) -> Path:
     return target
 
 
-def _row_legend(results: dict[str, Any]) -> list[str]:
+def _row_legend(results: dict[str, Any], commits: str) -> list[str]:
     lines = []
     for name, runs in results["runs"].items():
         first = runs[0]
-        how = f"`{' '.join(first['overrides'])}`" if "overrides" in first else first.get("chosen", "")
-        lines.append(f"- `{name}`: {ROW_TITLES.get(name, name)}. {how}")
+        if "chosen" in first:
+            how = f"chosen on validation: {first['chosen']}"
+        elif "overrides" in first:
+            how = f"`{' '.join(first['overrides'])}`"
+        else:
+            recipe = " ".join(results["meta"]["recipe"])
+            how = f"row `{name}` of conf/bench.yaml at commit {commits}, on top of `{recipe}`"
+        lines.append(f"- `{name}`: {ROW_TITLES.get(name, name)}; {how}")
     return lines
 
 
@@ -114,8 +120,11 @@ def render(docs: Path | None = None) -> Path:
         "",
         "## Rows",
         "",
-        *_row_legend(results),
+        *_row_legend(results, ", ".join(commits)),
     ]
+    notes = current / "notes.md"  # what the files cannot say (e.g. other work sharing the machine)
+    if notes.is_file():
+        lines += ["", "## Notes on this measurement", "", notes.read_text().strip()]
     if len(folders) > 1:
         lines += ["", "## Earlier results", ""]
         lines += [f"- [{p.name}]({p.relative_to(docs)}/results.md)" for p in reversed(folders[:-1])]
