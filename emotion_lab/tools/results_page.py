@@ -107,11 +107,13 @@ def render(docs: Path | None = None) -> Path:
         "validation and tested once per seed; ± is the standard deviation over seeds, per-class F1 are means.",
         "",
         f"- Files: [{rel}/results.md]({rel}/results.md) (the table below, unedited) and "
-        f"[{rel}/results.json]({rel}/results.json) (every run's metrics, overrides and provenance)",
+        f"[{rel}/results.json]({rel}/results.json) (every run's metrics"
+        + (", overrides" if all("overrides" in run for run in _runs(results) if "seed" in run) else "")
+        + " and provenance)",
         f"- Measured: {dates[0]}{' to ' + dates[-1] if dates[-1] != dates[0] else ''}, "
         f"code at commit {', '.join(commits)}",
         f"- Machine: {machines}",
-        f"- Command: `{results['meta'].get('command', '')}`",
+        f"- Command: `{results['meta'].get('command', '')}` (module paths as they were at that commit)",
         "",
         (current / "results.md").read_text().rstrip(),
         "",
