@@ -15,3 +15,9 @@ class ConfigError(UserInputError, ValueError):
 
 class TrainingDivergedError(UserInputError, RuntimeError):
     """Training went non-finite and stayed so: the settings (learning rates, precision) cannot train."""
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's message cut to its first line: user errors are reported in one line."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""

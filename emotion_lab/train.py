@@ -28,7 +28,7 @@ import lightning as L
 from lightning.pytorch.callbacks import WeightAveraging
 from omegaconf import DictConfig, open_dict
 
-from emotion_lab.errors import ConfigError
+from emotion_lab.errors import ConfigError, first_line
 from emotion_lab.models.classifier import EmotionClassifier
 from emotion_lab.utils.config import CONFIG_DIR, cpu_has_native_bf16
 from emotion_lab.utils.runtime import (
@@ -178,7 +178,7 @@ def write_metrics(output_dir: Path, metrics: dict[str, Any]) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     def record_failure(err: Exception) -> dict:
-        write_metrics(Path(cfg.paths.output_dir), {"status": f"failed: {str(err).splitlines()[0]}"})
+        write_metrics(Path(cfg.paths.output_dir), {"status": f"failed: {first_line(err)}"})
         return {}
 
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 
 from emotion_lab.data.labels import LABEL2ID, LABELS
-from emotion_lab.errors import ConfigError, UserInputError
+from emotion_lab.errors import ConfigError, UserInputError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def load_hub_splits(hub_id: str) -> DatasetDict:
     except Exception as err:  # datasets raises many types for "not reachable"; all mean the same here
         raise DataSourceError(
             f"No local copy of the emotion data was found and the hub dataset {hub_id!r} could not be loaded "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
+            f"({type(err).__name__}: {first_line(err)}). "
             f"Point emotion_lab at a folder holding train.txt, val.txt and test.txt (`text;label` lines): "
             f"`data.dir=/path/to/emotion` on the command line or `export {DATA_DIR_ENV}=/path/to/emotion`."
         ) from None

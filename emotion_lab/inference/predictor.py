@@ -23,9 +23,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from emotion_lab.data.labels import LABELS
-from emotion_lab.errors import ModelLoadError
+from emotion_lab.errors import ModelLoadError, first_line
 from emotion_lab.models.encoder import load_tokenizer
-from emotion_lab.models.loading import build_network
+from emotion_lab.models.loading import build_network, read_checkpoint
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "emotion_lab.json"
@@ -79,16 +79,14 @@ class EmotionPredictor:
                 weights = load_file(folder / WEIGHTS_FILE)
             except Exception as err:
                 raise ModelLoadError(
-                    f"{folder / WEIGHTS_FILE}: not a readable safetensors file ({_first_line(err)})"
+                    f"{folder / WEIGHTS_FILE}: not a readable safetensors file ({first_line(err)})"
                 ) from None
             _load_weights(net, weights, folder / WEIGHTS_FILE)
             tokenizer = load_tokenizer(str(folder))
         except ModelLoadError:
             raise
         except Exception as err:
-            raise ModelLoadError(
-                f"{folder}: cannot load the model ({type(err).__name__}: {_first_line(err)})"
-            ) from None
+            raise ModelLoadError(f"{folder}: cannot load the model ({type(err).__name__}: {first_line(err)})") from None
         return cls(net, tokenizer, labels=config["labels"], max_length=config["max_length"])
 
     @classmethod
@@ -98,16 +96,8 @@ class EmotionPredictor:
         """From a Lightning checkpoint of EmotionClassifier (the encoder name must still resolve)."""
         path = Path(ckpt_path)
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            net_config = checkpoint.get("hyper_parameters", {}).get("net")
-            if not isinstance(net_config, dict):
-                raise ModelLoadError(
-                    f"{path}: a Lightning checkpoint without an emotion_lab network config (hyper_parameters.net)"
-                )
-            if checkpoint.get("id2label", dict(enumerate(LABELS))) != dict(enumerate(LABELS)):
-                raise ModelLoadError(
-                    f"{path}: labels {checkpoint['id2label']} differ from emotion_lab's {list(LABELS)}"
-                )
+            checkpoint = read_checkpoint(path)
+            net_config = checkpoint["hyper_parameters"]["net"]
             net = build_network(net_config, trusted_modules)
             state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
             _load_weights(net, state, path)
@@ -117,7 +107,7 @@ class EmotionPredictor:
             raise
         except Exception as err:
             raise ModelLoadError(
-                f"{path}: not a readable emotion_lab checkpoint ({type(err).__name__}: {_first_line(err)})"
+                f"{path}: not a readable emotion_lab checkpoint ({type(err).__name__}: {first_line(err)})"
             ) from None
         return cls(net, tokenizer, max_length=max_length)
 
@@ -203,10 +193,6 @@ class EmotionPredictor:
         special = set(self.tokenizer.all_special_tokens)
         ranked = sorted(((t, float(w)) for t, w in zip(tokens, received) if t not in special), key=lambda x: -x[1])
         return ranked[:k]
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else ""
 
 
 def _load_weights(net: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:

@@ -21,8 +21,8 @@ from torchmetrics.classification import (
 from torchmetrics.wrappers import ClasswiseWrapper
 
 from emotion_lab.data.labels import ID2LABEL, LABELS, NUM_CLASSES
-from emotion_lab.errors import ConfigError, ModelLoadError, TrainingDivergedError
-from emotion_lab.models.loading import build_network
+from emotion_lab.errors import ConfigError, ModelLoadError, TrainingDivergedError, first_line
+from emotion_lab.models.loading import build_network, read_checkpoint
 from emotion_lab.models.losses import CrossEntropyLoss, FocalLoss, consistency_kl
 from emotion_lab.models.optim import WarmupSchedule, encoder_groups
 
@@ -340,25 +340,14 @@ def load_classifier(
     path = Path(ckpt_path)
     if not path.is_file():
         raise ModelLoadError(f"ckpt_path={str(ckpt_path)!r}: no such checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ModelLoadError(
-            f"{path}: not a readable emotion_lab checkpoint ({type(err).__name__}: {reason})"
-        ) from None
-    hparams = checkpoint.get("hyper_parameters", {})
-    if "net" not in hparams or "_target_" not in hparams.get("net", {}):
-        raise ModelLoadError(
-            f"{path}: a Lightning checkpoint without an emotion_lab network config (hyper_parameters.net)"
-        )
+    checkpoint = read_checkpoint(path, map_location)
+    hparams = checkpoint["hyper_parameters"]
     net = build_network(hparams["net"], trusted_modules)
     model = EmotionClassifier(net, loss=checkpoint_loss(hparams.get("loss")))
-    if checkpoint.get("id2label", ID2LABEL) != ID2LABEL:
-        raise ModelLoadError(f"{path}: labels {checkpoint['id2label']} differ from emotion_lab's {ID2LABEL}")
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except (KeyError, RuntimeError) as err:
-        reason = str(err).strip().splitlines()[0]
-        raise ModelLoadError(f"{path}: weights do not fit the network its config describes ({reason})") from None
+        raise ModelLoadError(
+            f"{path}: weights do not fit the network its config describes ({first_line(err)})"
+        ) from None
     return model.eval()

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
 
-from emotion_lab.errors import ConfigError, UserInputError
+from emotion_lab.errors import ConfigError, UserInputError, first_line
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -56,12 +56,12 @@ def _load(loader, name: str, what: str, **kwargs):
         return loader(path, local_files_only=local, **kwargs)
     except (OSError, ValueError) as err:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        first_line = str(err).splitlines()[0] if str(err) else ""
         hint = "it is not a local folder with a config.json" + (
             " and HF_HUB_OFFLINE is set, so the hub was not asked" if offline else ", nor a model id the hub knows"
         )
         raise EncoderNotFoundError(
-            f"model.net.encoder_name={name!r}: cannot load its {what}: {hint} ({type(err).__name__}: {first_line}); "
+            f"model.net.encoder_name={name!r}: cannot load its {what}: {hint} "
+            f"({type(err).__name__}: {first_line(err)}); "
             f"use the embedded default {DEFAULT_ENCODER!r}, a folder saved with save_pretrained(), or a hub id "
             "with network access"
         ) from None

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from emotion_lab.errors import ModelLoadError
+import torch
+
+from emotion_lab.data.labels import ID2LABEL
+from emotion_lab.errors import ModelLoadError, first_line
 from emotion_lab.models.networks import EmotionNet
 
 TRUSTED_BY_DEFAULT = ("emotion_lab",)
@@ -53,3 +57,22 @@ def build_network(config: Any, trusted_modules: Sequence[str] = (), **overrides:
         return cls(**{**arguments, **overrides, "pretrained": False})
     except TypeError as err:
         raise ModelLoadError(f"net: the recorded settings do not fit {cls.__name__} ({err})") from None
+
+
+def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A Lightning checkpoint of an emotion_lab model, read as data (tensors and plain containers only),
+    with its network config and labels checked; anything else is a one-line `ModelLoadError`."""
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise ModelLoadError(
+            f"{path}: not a readable emotion_lab checkpoint ({type(err).__name__}: {first_line(err)})"
+        ) from None
+    net = checkpoint.get("hyper_parameters", {}).get("net") if isinstance(checkpoint, dict) else None
+    if not isinstance(net, dict) or "_target_" not in net:
+        raise ModelLoadError(
+            f"{path}: a Lightning checkpoint without an emotion_lab network config (hyper_parameters.net)"
+        )
+    if checkpoint.get("id2label", ID2LABEL) != ID2LABEL:
+        raise ModelLoadError(f"{path}: labels {checkpoint['id2label']} differ from emotion_lab's {ID2LABEL}")
+    return checkpoint
