@@ -1,10 +1,13 @@
-"""Export a trained checkpoint as a self-contained model folder.
+"""Export a trained checkpoint as a self-contained model folder, optionally with ONNX graphs.
 
     python -m emotion_lab.export ckpt_path=outputs/best_cpu/runs/<time>/checkpoints/<best>.ckpt out=models/emotion
+    python -m emotion_lab.export ckpt_path=models/emotion out=models/emotion onnx=true   # add ONNX to a folder
 
 The folder loads with `EmotionPredictor.from_pretrained(out)` (no Hydra, Lightning or training
 data needed) and with `python -m emotion_lab.predict out`. Training exports its best checkpoint to
-`<run>/model` itself (`export: true` in conf/train.yaml).
+`<run>/model` itself (`export: true` in conf/train.yaml). `onnx=true` adds `model.onnx` (fp32,
+dynamic batch and length, checked against the torch logits) and `model.int8.onnx` (onnxruntime's
+dynamic quantization); it needs the `onnx` extra.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import hydra
 from omegaconf import DictConfig
 
 from emotion_lab.data.labels import LABELS
-from emotion_lab.inference.predictor import EmotionPredictor
+from emotion_lab.inference.predictor import ONNX_FILE, ONNX_INT8_FILE, EmotionPredictor
 from emotion_lab.utils.config import CONFIG_DIR
 from emotion_lab.utils.runtime import run_task
 
@@ -26,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def model_card(predictor: EmotionPredictor, ckpt_path: Path, metrics: dict[str, float] | None, data_source: str) -> str:
-    net = predictor.net.config
+    net = predictor.net_config
     settings = ", ".join(f"{k}={v}" for k, v in net.items() if k not in ("_target_", "encoder_name"))
     lines = [
         "# emotion_lab model",
@@ -53,22 +56,35 @@ def export(
     metrics: dict[str, float] | None = None,
     data_source: str = "unknown source",
     trusted_modules: Sequence[str] = (),
+    onnx: bool = False,
 ) -> Path:
-    ckpt_path = Path(ckpt_path)
-    predictor = EmotionPredictor.from_checkpoint(ckpt_path, trusted_modules=trusted_modules)
-    if metrics is None:
-        # A checkpoint inside a run folder: take the run's test metrics for the card.
-        run_metrics = ckpt_path.parent.parent / "metrics.json"
-        metrics = json.loads(run_metrics.read_text()) if run_metrics.is_file() else None
-        data_source = (metrics or {}).get("data_source", data_source)
-    folder = predictor.save_pretrained(out, card=model_card(predictor, ckpt_path, metrics, data_source))
-    log.info("exported %s -> %s", ckpt_path, folder)
+    """Write the model folder `out` from a checkpoint (or from a model folder, e.g. to add ONNX to it)."""
+    ckpt_path, folder = Path(ckpt_path), Path(out)
+    predictor = EmotionPredictor.from_pretrained(ckpt_path, trusted_modules=trusted_modules)
+    if ckpt_path.is_dir():
+        card = ckpt_path / "README.md"
+        card = card.read_text() if card.is_file() else ""
+    else:
+        if metrics is None:
+            # A checkpoint inside a run folder: take the run's test metrics for the card.
+            run_metrics = ckpt_path.parent.parent / "metrics.json"
+            metrics = json.loads(run_metrics.read_text()) if run_metrics.is_file() else None
+            data_source = (metrics or {}).get("data_source", data_source)
+        card = model_card(predictor, ckpt_path, metrics, data_source)
+    if not (ckpt_path.is_dir() and folder.resolve() == ckpt_path.resolve()):
+        predictor.save_pretrained(folder, card=card)
+    if onnx:
+        from emotion_lab.inference.onnx import export_onnx, quantize_onnx
+
+        export_onnx(predictor.net, predictor.tokenizer, folder / ONNX_FILE, max_length=predictor.max_length)
+        quantize_onnx(folder / ONNX_FILE, folder / ONNX_INT8_FILE)
+    log.info("exported %s -> %s%s", ckpt_path, folder, " (with ONNX fp32 and int8)" if onnx else "")
     return folder
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:
-    run_task(lambda c: export(c.ckpt_path, c.out, trusted_modules=list(c.trusted_modules)), cfg)
+    run_task(lambda c: export(c.ckpt_path, c.out, trusted_modules=list(c.trusted_modules), onnx=c.onnx), cfg)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from emotion_lab.errors import UserInputError
-from emotion_lab.inference.predictor import EmotionPredictor, Prediction
+from emotion_lab.inference.predictor import BACKENDS, EmotionPredictor, Prediction
 
 EXIT_WORDS = {"exit", "quit", ":q"}
 BAR_WIDTH = 24
@@ -216,9 +216,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--top-words", type=int, default=0, help="interactive: show the N most-attended word-pieces")
     parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="torch, onnx (onnxruntime over the folder's model.onnx), or auto: onnx when the folder has it "
+        "and onnxruntime is installed (default)",
+    )
+    parser.add_argument(
         "--quantize",
         action="store_true",
-        help="int8 dynamic quantization (its accuracy cost: docs/experiments/2026-11-26-inference-speed.md)",
+        help="int8: torch's dynamic quantization, or the folder's model.int8.onnx (speed and accuracy of each: "
+        "docs/performance.md)",
     )
     parser.add_argument(
         "--trust-module",
@@ -232,9 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         parser.error(f"--batch-size {args.batch_size}: must be >= 1")
     try:
-        predictor = EmotionPredictor.from_pretrained(args.model, trusted_modules=args.trust_module)
-        if args.quantize:
-            predictor.quantize_dynamic()
+        predictor = EmotionPredictor.from_pretrained(
+            args.model, trusted_modules=args.trust_module, backend=args.backend, int8=args.quantize
+        )
         if args.input is None and args.format is None:
             interactive(predictor, top_words=args.top_words)
         else:

@@ -76,6 +76,30 @@ def tiny_encoder(tmp_path_factory) -> str:
     return str(folder)
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, tiny_encoder):
+    """A model folder with the default network settings (padded BiLSTM, attention) and random tiny weights."""
+    import torch
+
+    from emotion_lab.inference.predictor import EmotionPredictor
+    from emotion_lab.models.encoder import load_tokenizer
+    from emotion_lab.models.networks import BiLSTMAttentionNet
+
+    torch.manual_seed(0)
+    net = BiLSTMAttentionNet(tiny_encoder, lstm_hidden=16)
+    return EmotionPredictor(net, load_tokenizer(tiny_encoder), max_length=64).save_pretrained(
+        tmp_path_factory.mktemp("tiny") / "model"
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_model(tmp_path_factory, tiny_model):
+    """The same model folder, with model.onnx and model.int8.onnx written by export."""
+    from emotion_lab.export import export
+
+    return export(tiny_model, tmp_path_factory.mktemp("tiny_onnx") / "model", onnx=True)
+
+
 def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

@@ -163,3 +163,25 @@ def test_cli_loop_through_a_pipe(trained):
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert lines[0].startswith("emotion_lab ready") and len(lines) == 2 and "\t" in lines[1]
+
+
+@pytest.mark.parametrize("lstm_impl", ["padded", "packed"])
+def test_quantize_runs_end_to_end_for_every_lstm_implementation(trained, tmp_path, lstm_impl):
+    folder = shutil.copytree(trained["out"] / "model", tmp_path / "model")
+    config = json.loads((folder / "emotion_lab.json").read_text())
+    assert config["net"]["lstm_impl"] == "padded"  # the default the training run used
+    config["net"]["lstm_impl"] = lstm_impl
+    (folder / "emotion_lab.json").write_text(json.dumps(config))
+    source = tmp_path / "in.txt"
+    source.write_text("i feel happy\ni am so scared of the dark tonight\nwow\n")
+    for flags, out in (([], "fp32.jsonl"), (["--quantize", "--backend", "torch"], "int8.jsonl")):
+        assert main([str(folder), "--input", str(source), "--output", str(tmp_path / out), *flags]) == 0
+    fp32, int8 = (
+        [json.loads(line) for line in (tmp_path / f).read_text().splitlines()] for f in ("fp32.jsonl", "int8.jsonl")
+    )
+    assert len(int8) == 3
+    for exact, quantized in zip(fp32, int8):
+        assert quantized["probs"] == pytest.approx(exact["probs"], abs=0.05)
+    quantized = EmotionPredictor.from_pretrained(folder, backend="torch", int8=True)
+    assert quantized.backend.name == "torch int8"
+    assert type(quantized.net.lstm).__module__.startswith("torch.ao.nn.quantized")

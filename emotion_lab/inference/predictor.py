@@ -4,16 +4,24 @@
     predictor = EmotionPredictor.from_pretrained("outputs/best_cpu/runs/<time>/model")
     predictor("I feel so happy today!")          # Prediction(label='joy', probs={...})
     predictor.predict(texts, batch_size=64)      # one Prediction per text, in input order
+    EmotionPredictor.from_pretrained(folder, backend="onnx", int8=True)   # onnxruntime, int8
 
 A saved model folder (written by `python -m emotion_lab.export`, or at the end of training) holds
 `model.safetensors`, `emotion_lab.json` (network config, labels, max length), the encoder's
-`config.json` under `encoder/`, the tokenizer, and a model card. Loading never unpickles: weights
-come from safetensors, and Lightning checkpoints are read with `torch.load(weights_only=True)`.
+`config.json` under `encoder/`, the tokenizer, a model card and, when exported with `onnx=true`,
+`model.onnx` and `model.int8.onnx`. Loading never unpickles: weights come from safetensors, and
+Lightning checkpoints are read with `torch.load(weights_only=True)`.
+
+Backends: `torch` (the network; `int8` = torch's dynamic quantization of its Linear and LSTM layers),
+`onnx` (onnxruntime over the folder's ONNX file, without building the torch network), or `auto`
+(onnx when the folder has it and onnxruntime is installed, else torch).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +38,9 @@ from emotion_lab.models.loading import build_network, read_checkpoint
 FORMAT_VERSION = 1
 CONFIG_FILE = "emotion_lab.json"
 WEIGHTS_FILE = "model.safetensors"
+ONNX_FILE = "model.onnx"
+ONNX_INT8_FILE = "model.int8.onnx"
+BACKENDS = ("torch", "onnx", "auto")
 ENCODER_DIR = "encoder"
 
 
@@ -41,39 +52,62 @@ class Prediction:
     top_words: list[tuple[str, float]] = field(default_factory=list)
 
 
-class EmotionPredictor:
-    """A trained network plus its tokenizer, ready for fast CPU inference."""
+class TorchBackend:
+    """A torch network as a backend: (ids, mask, with_attention) -> (logits, head-averaged attention or None)."""
 
-    def __init__(self, net: nn.Module, tokenizer, labels: Sequence[str] = LABELS, max_length: int = 128) -> None:
+    def __init__(self, net: nn.Module, name: str = "torch fp32") -> None:
         self.net = net.eval()
+        self.name = name
+
+    def __call__(self, ids: torch.Tensor, mask: torch.Tensor, with_attention: bool = False):
+        if not with_attention or getattr(self.net, "attention", None) is None:
+            return self.net(ids, mask), None
+        hidden, mask = self.net.encode(ids, mask)
+        return self.net.head(hidden, mask, return_attention=True)
+
+
+class EmotionPredictor:
+    """A trained network (or its ONNX graph) plus its tokenizer, ready for fast CPU inference."""
+
+    def __init__(
+        self,
+        net: nn.Module | None,
+        tokenizer,
+        labels: Sequence[str] = LABELS,
+        max_length: int = 128,
+        backend=None,
+        net_config: dict | None = None,
+    ) -> None:
+        if net is None and backend is None:
+            raise ValueError("EmotionPredictor needs a network or a backend")
+        self.net = net.eval() if net is not None else None
+        self.backend = backend if backend is not None else TorchBackend(self.net)
+        self.net_config = net_config if net_config is not None else self.net.config
         self.tokenizer = tokenizer
         self.labels = tuple(labels)
         self.max_length = max_length
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, trusted_modules: Sequence[str] = ()) -> EmotionPredictor:
+    def from_pretrained(
+        cls, path: str | Path, trusted_modules: Sequence[str] = (), backend: str = "torch", int8: bool = False
+    ) -> EmotionPredictor:
         """Load a model folder (or a Lightning checkpoint). Its network class must be an emotion_lab one,
-        or from a module named in `trusted_modules`: the folder cannot make loading run other code."""
+        or from a module named in `trusted_modules`: the folder cannot make loading run other code.
+        `backend` is torch | onnx | auto (module docstring); `int8` picks the quantized variant."""
+        if backend not in BACKENDS:
+            raise ModelLoadError(f"backend={backend!r}: allowed values are {BACKENDS}")
         folder = Path(path)
         if folder.is_file():
-            return cls.from_checkpoint(folder, trusted_modules=trusted_modules)
-        config_path = folder / CONFIG_FILE
-        if not folder.is_dir() or not config_path.is_file() or not (folder / WEIGHTS_FILE).is_file():
-            raise ModelLoadError(
-                f"{folder}: not an emotion_lab model (expected a folder with {CONFIG_FILE} and {WEIGHTS_FILE}, "
-                "written by `python -m emotion_lab.export`, or a Lightning .ckpt file)"
-            )
+            if backend == "onnx":
+                raise ModelLoadError(f"{folder}: the onnx backend reads a model folder, not a checkpoint")
+            predictor = cls.from_checkpoint(folder, trusted_modules=trusted_modules)
+            return predictor.quantize_dynamic() if int8 else predictor
+        config = _read_folder_config(folder)
+        if backend == "auto":
+            backend = "onnx" if (folder / ONNX_FILE).is_file() and _has_onnxruntime() else "torch"
+        if backend == "onnx":
+            return cls._from_onnx(folder, config, int8)
         try:
-            config = json.loads(config_path.read_text())
-            if config.get("format_version") != FORMAT_VERSION:
-                raise ModelLoadError(
-                    f"{config_path}: format_version {config.get('format_version')!r}, "
-                    f"this emotion_lab reads {FORMAT_VERSION}"
-                )
-            if config.get("labels") != list(LABELS):
-                raise ModelLoadError(
-                    f"{config_path}: labels {config.get('labels')} differ from emotion_lab's {list(LABELS)}"
-                )
             net = build_network(config.get("net"), trusted_modules, encoder_name=str(folder / ENCODER_DIR))
             try:
                 weights = load_file(folder / WEIGHTS_FILE)
@@ -87,7 +121,32 @@ class EmotionPredictor:
             raise
         except Exception as err:
             raise ModelLoadError(f"{folder}: cannot load the model ({type(err).__name__}: {first_line(err)})") from None
-        return cls(net, tokenizer, labels=config["labels"], max_length=config["max_length"])
+        predictor = cls(net, tokenizer, labels=config["labels"], max_length=config["max_length"])
+        return predictor.quantize_dynamic() if int8 else predictor
+
+    @classmethod
+    def _from_onnx(cls, folder: Path, config: dict, int8: bool) -> EmotionPredictor:
+        from emotion_lab.inference.onnx import OnnxBackend
+
+        file = folder / (ONNX_INT8_FILE if int8 else ONNX_FILE)
+        if not file.is_file():
+            raise ModelLoadError(
+                f"{folder}: no {file.name}; write it with `python -m emotion_lab.export ckpt_path={folder} "
+                f"out={folder} onnx=true`, or use backend=torch"
+            )
+        try:
+            tokenizer = load_tokenizer(str(folder))
+        except Exception as err:
+            raise ModelLoadError(f"{folder}: cannot load the tokenizer ({first_line(err)})") from None
+        backend = OnnxBackend(file, name="onnx int8" if int8 else "onnx fp32")
+        return cls(
+            None,
+            tokenizer,
+            labels=config["labels"],
+            max_length=config["max_length"],
+            backend=backend,
+            net_config=config["net"],
+        )
 
     @classmethod
     def from_checkpoint(
@@ -113,6 +172,8 @@ class EmotionPredictor:
 
     def save_pretrained(self, path: str | Path, card: str = "") -> Path:
         """Write a self-contained model folder (see the module docstring)."""
+        if self.net is None or self.backend.name != "torch fp32":
+            raise ModelLoadError(f"a {self.backend.name} predictor cannot be saved: load the model with backend=torch")
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         # Tied or shared tensors must be stored once: clone to contiguous, independent tensors.
@@ -122,7 +183,7 @@ class EmotionPredictor:
         self.tokenizer.save_pretrained(folder)
         config = {
             "format_version": FORMAT_VERSION,
-            "net": self.net.config,
+            "net": self.net_config,
             "labels": list(self.labels),
             "max_length": self.max_length,
         }
@@ -132,8 +193,14 @@ class EmotionPredictor:
         return folder
 
     def quantize_dynamic(self) -> EmotionPredictor:
-        """int8 dynamic quantization of the Linear and LSTM layers (CPU); measure its accuracy cost."""
-        self.net = torch.ao.quantization.quantize_dynamic(self.net, {nn.Linear, nn.LSTM}, dtype=torch.qint8)
+        """int8 dynamic quantization of the Linear and LSTM layers (CPU); measure its accuracy cost.
+        The quantized LSTM runs through PackedSequence (`models.bilstm.run_bilstm`)."""
+        if self.net is None:
+            raise ModelLoadError(f"int8 for the {self.backend.name} backend: load it with int8=True instead")
+        with warnings.catch_warnings():  # torch marks its quantized tensor API deprecated (in favour of torchao)
+            warnings.simplefilter("ignore", UserWarning)
+            self.net = torch.ao.quantization.quantize_dynamic(self.net, {nn.Linear, nn.LSTM}, dtype=torch.qint8)
+        self.backend = TorchBackend(self.net, name="torch int8")
         return self
 
     def __call__(self, text: str) -> Prediction:
@@ -156,10 +223,7 @@ class EmotionPredictor:
             index = order[start : start + batch_size]
             batch = self.tokenizer.pad({"input_ids": [encoded["input_ids"][i] for i in index]}, return_tensors="pt")
             ids, mask = batch["input_ids"], batch["attention_mask"]
-            if top_words and hasattr(self.net, "head"):
-                logits, weights = self._logits_with_attention(ids, mask)
-            else:
-                logits, weights = self.net(ids, mask), None
+            logits, weights = self.backend(ids, mask, with_attention=top_words > 0)
             probs = logits.float().softmax(-1)
             for row, i in enumerate(index):
                 p = probs[row].tolist()
@@ -176,13 +240,6 @@ class EmotionPredictor:
     def _is_truncated(self, text: str) -> bool:
         return len(self.tokenizer(text, truncation=False)["input_ids"]) > self.max_length
 
-    def _logits_with_attention(self, ids: torch.Tensor, mask: torch.Tensor):
-        hidden, mask = self.net.encode(ids, mask)
-        try:
-            return self.net.head(hidden, mask, return_attention=True)
-        except TypeError:  # a head without attention
-            return self.net.head(hidden, mask), None
-
     def _top_words(
         self, ids: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, k: int
     ) -> list[tuple[str, float]]:
@@ -193,6 +250,29 @@ class EmotionPredictor:
         special = set(self.tokenizer.all_special_tokens)
         ranked = sorted(((t, float(w)) for t, w in zip(tokens, received) if t not in special), key=lambda x: -x[1])
         return ranked[:k]
+
+
+def _has_onnxruntime() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def _read_folder_config(folder: Path) -> dict:
+    config_path = folder / CONFIG_FILE
+    if not folder.is_dir() or not config_path.is_file() or not (folder / WEIGHTS_FILE).is_file():
+        raise ModelLoadError(
+            f"{folder}: not an emotion_lab model (expected a folder with {CONFIG_FILE} and {WEIGHTS_FILE}, "
+            "written by `python -m emotion_lab.export`, or a Lightning .ckpt file)"
+        )
+    try:
+        config = json.loads(config_path.read_text())
+    except Exception as err:
+        raise ModelLoadError(f"{config_path}: not readable JSON ({first_line(err)})") from None
+    if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
+        version = config.get("format_version") if isinstance(config, dict) else None
+        raise ModelLoadError(f"{config_path}: format_version {version!r}, this emotion_lab reads {FORMAT_VERSION}")
+    if config.get("labels") != list(LABELS):
+        raise ModelLoadError(f"{config_path}: labels {config.get('labels')} differ from emotion_lab's {list(LABELS)}")
+    return config
 
 
 def _load_weights(net: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:

@@ -1,14 +1,17 @@
 """CPU inference speed of a saved model, side by side with a transformers pipeline (a benchmark, not a test).
 
-    python -m emotion_lab.tools.bench_inference MODEL [--latency-n 300] [--out outputs/bench_inference]
+    python -m emotion_lab.tools.bench_inference MODEL [--threads 1 2] [--latency-n 300] [--out DIR]
 
-Measures, in one process on the same test sentences:
-- single-sentence latency p50 / p95 (one call per sentence, as the interactive loop does),
-- batch throughput (sentences/s over the whole test split),
-- test weighted / macro F1 of each variant, so a speed-up's accuracy cost is visible.
-Variants: the emotion_lab predictor (fp32), the same with int8 dynamic quantization, and a
-`transformers` text-classification pipeline over the same backbone with a linear head (its head
-is untrained: it is there for speed only). Writes a Markdown table and JSON.
+Measures, in one process on the same test sentences, for each thread count:
+- single-sentence latency p50 / p95 (one call per sentence, as the interactive loop and a server do),
+- batch throughput (sentences/s over the whole test split, batches of `--batch-size`),
+- test weighted / macro F1 of each variant, so a speed-up's accuracy cost is visible,
+- both speeds as a ratio to the pipeline's (p50 ratio: lower is better; throughput ratio: higher),
+- where one sentence's time goes in the torch fp32 network (tokenizer, encoder, head, the head's BiLSTM).
+Variants: emotion_lab on torch fp32 and int8 (dynamic quantization), on onnxruntime fp32 and int8
+(the folder's ONNX files; exported to `--out` first when the folder has none), and a `transformers`
+text-classification pipeline over the same backbone with a linear head (untrained: there for speed
+only). Writes results.md and results.json with the CPU model, thread counts and versions.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -29,8 +32,11 @@ from sklearn.metrics import f1_score
 
 from emotion_lab.data.labels import LABEL2ID
 from emotion_lab.data.sources import load_splits
-from emotion_lab.inference.predictor import EmotionPredictor
+from emotion_lab.inference.predictor import ONNX_FILE, ONNX_INT8_FILE, EmotionPredictor
+from emotion_lab.tools.bench import cpu_model, provenance
 from emotion_lab.utils.config import PROJECT_ROOT
+
+PIPELINE = "transformers pipeline (same backbone, linear head)"
 
 
 def _latency_ms(fn, texts: list[str], warmup: int = 20) -> tuple[float, float]:
@@ -46,6 +52,7 @@ def _latency_ms(fn, texts: list[str], warmup: int = 20) -> tuple[float, float]:
 
 
 def _throughput(fn, texts: list[str]) -> tuple[float, list[str]]:
+    fn(texts[:64])  # warm-up: first-call allocations are not throughput
     start = time.perf_counter()
     labels = fn(texts)
     return len(texts) / (time.perf_counter() - start), labels
@@ -56,22 +63,23 @@ def _scores(labels: list[str], gold: list[int]) -> dict[str, float]:
     return {"f1_weighted": f1_score(gold, pred, average="weighted"), "f1_macro": f1_score(gold, pred, average="macro")}
 
 
-def bench_predictor(name: str, predictor: EmotionPredictor, texts, gold, latency_n: int, batch_size: int) -> dict:
+def bench_predictor(predictor: EmotionPredictor, texts, gold, latency_n: int, batch_size: int) -> dict:
     p50, p95 = _latency_ms(predictor, texts[:latency_n])
     rate, labels = _throughput(lambda t: [p.label for p in predictor.predict(t, batch_size=batch_size)], texts)
-    return {"variant": name, "p50_ms": p50, "p95_ms": p95, "sentences_per_s": rate, **_scores(labels, gold)}
+    speed = {"p50_ms": p50, "p95_ms": p95, "sentences_per_s": rate}
+    return {"variant": f"emotion_lab {predictor.backend.name}", **speed, **_scores(labels, gold)}
 
 
 def bench_pipeline(model_dir: Path, texts, latency_n: int, batch_size: int) -> dict:
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-    weights = model_dir / "model.safetensors"
     model = AutoModelForSequenceClassification.from_config(
         AutoConfig.from_pretrained(model_dir / "encoder", num_labels=6)
     )
     # The same backbone weights as the emotion_lab model; only the (untrained) linear head differs.
-    encoder_state = {k.removeprefix("encoder."): v for k, v in load_file(weights).items() if k.startswith("encoder.")}
+    weights = load_file(model_dir / "model.safetensors")
+    encoder_state = {k.removeprefix("encoder."): v for k, v in weights.items() if k.startswith("encoder.")}
     getattr(model, model.base_model_prefix).load_state_dict(encoder_state, strict=False)
     classify = pipeline(
         "text-classification",
@@ -84,17 +92,93 @@ def bench_pipeline(model_dir: Path, texts, latency_n: int, batch_size: int) -> d
     )
     p50, p95 = _latency_ms(classify, texts[:latency_n])
     rate, _ = _throughput(lambda t: classify(t, batch_size=batch_size), texts)
-    return {
-        "variant": "transformers pipeline (same backbone, linear head)",
-        "p50_ms": p50,
-        "p95_ms": p95,
-        "sentences_per_s": rate,
-        "f1_weighted": None,
-        "f1_macro": None,
-    }
+    return {"variant": PIPELINE, "p50_ms": p50, "p95_ms": p95, "sentences_per_s": rate}
 
 
-def main() -> None:
+def stage_breakdown(predictor: EmotionPredictor, texts: list[str]) -> dict[str, float]:
+    """Median milliseconds per single sentence of each stage of the torch fp32 network: where the time goes."""
+    from emotion_lab.models.bilstm import run_bilstm
+
+    net = predictor.net
+    batches = [
+        predictor.tokenizer([t], truncation=True, max_length=predictor.max_length, return_tensors="pt") for t in texts
+    ]
+
+    def median_ms(fn, inputs) -> float:
+        for x in inputs[:20]:
+            fn(x)
+        times = []
+        for x in inputs:
+            start = time.perf_counter()
+            fn(x)
+            times.append((time.perf_counter() - start) * 1000)
+        return statistics.median(times)
+
+    with torch.inference_mode():
+        stages = {"tokenizer": median_ms(lambda t: predictor.tokenizer([t], return_tensors="pt"), texts)}
+        stages["encoder"] = median_ms(lambda b: net.encode(b["input_ids"], b["attention_mask"]), batches)
+        encoded = [net.encode(b["input_ids"], b["attention_mask"]) for b in batches]
+        stages["head"] = median_ms(lambda hm: net.head(*hm), encoded)
+        if getattr(net, "lstm", None) is not None:
+            stages["head: BiLSTM"] = median_ms(lambda hm: run_bilstm(net.lstm, hm[0], hm[1].sum(1)), encoded)
+        stages["whole predictor call"] = median_ms(predictor, texts)
+    return stages
+
+
+def onnx_files(model_dir: Path, out: Path) -> Path:
+    """The folder holding model.onnx and model.int8.onnx: the model's own, else exported to `out`."""
+    if (model_dir / ONNX_FILE).is_file() and (model_dir / ONNX_INT8_FILE).is_file():
+        return model_dir
+    from emotion_lab.inference.onnx import export_onnx, quantize_onnx
+
+    predictor = EmotionPredictor.from_pretrained(model_dir)
+    export_onnx(predictor.net, predictor.tokenizer, out / ONNX_FILE, max_length=predictor.max_length)
+    quantize_onnx(out / ONNX_FILE, out / ONNX_INT8_FILE)
+    return out
+
+
+def load_variants(model_dir: Path, onnx_dir: Path, threads: int) -> list[EmotionPredictor]:
+    from emotion_lab.inference.onnx import OnnxBackend
+
+    variants = [EmotionPredictor.from_pretrained(model_dir), EmotionPredictor.from_pretrained(model_dir, int8=True)]
+    torch_model = variants[0]
+    for file, name in ((ONNX_FILE, "onnx fp32"), (ONNX_INT8_FILE, "onnx int8")):
+        backend = OnnxBackend(onnx_dir / file, threads=threads, name=name)
+        variants.append(
+            EmotionPredictor(
+                None,
+                torch_model.tokenizer,
+                torch_model.labels,
+                torch_model.max_length,
+                backend=backend,
+                net_config=torch_model.net_config,
+            )
+        )
+    return variants
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| variant | threads | p50 ms | p95 ms | p50 / pipeline | sentences/s | throughput / pipeline "
+        "| test weighted F1 | test macro F1 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        f1w = f"{r['f1_weighted']:.4f}" if r.get("f1_weighted") is not None else "n/a (untrained head)"
+        f1m = f"{r['f1_macro']:.4f}" if r.get("f1_macro") is not None else "n/a"
+        lines.append(
+            f"| {r['variant']} | {r['threads']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p50_vs_pipeline']:.2f}x "
+            f"| {r['sentences_per_s']:.0f} | {r['throughput_vs_pipeline']:.2f}x | {f1w} | {f1m} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def breakdown_table(stages: dict[str, float], threads: int) -> str:
+    lines = [f"| torch fp32, one sentence, {threads} threads: stage | p50 ms |", "|---|---|"]
+    return "\n".join(lines + [f"| {name} | {ms:.2f} |" for name, ms in stages.items()]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", type=Path, help="a saved model folder")
     parser.add_argument("--latency-n", type=int, default=300, help="sentences timed one by one")
@@ -104,46 +188,50 @@ def main() -> None:
         type=int,
         nargs="+",
         default=[1, torch.get_num_threads()],
-        help="torch intra-op thread counts to try (default: 1 and all)",
+        help="intra-op thread counts to try (default: 1 and all)",
     )
+    parser.add_argument("--data-dir", default=None, help="a folder with test.txt (default: as training finds it)")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_inference"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    splits, source = load_splits(fallback_dirs=[PROJECT_ROOT.parent / "shared" / "data" / "emotion"])
+    splits, source = load_splits(args.data_dir, fallback_dirs=[PROJECT_ROOT.parent / "shared" / "data" / "emotion"])
     texts, gold = list(splits["test"]["text"]), list(splits["test"]["label"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    onnx_dir = onnx_files(args.model, args.out)
     rows = []
     for threads in dict.fromkeys(args.threads):
         torch.set_num_threads(threads)
-        fp32 = EmotionPredictor.from_pretrained(args.model)
-        int8 = EmotionPredictor.from_pretrained(args.model).quantize_dynamic()
-        for name, predictor in (("emotion_lab fp32", fp32), ("emotion_lab int8 dynamic", int8)):
-            row = bench_predictor(name, predictor, texts, gold, args.latency_n, args.batch_size)
+        baseline = {**bench_pipeline(args.model, texts, args.latency_n, args.batch_size), "threads": threads}
+        for predictor in load_variants(args.model, onnx_dir, threads):
+            row = bench_predictor(predictor, texts, gold, args.latency_n, args.batch_size)
             rows.append({**row, "threads": threads})
-        rows.append({**bench_pipeline(args.model, texts, args.latency_n, args.batch_size), "threads": threads})
+        rows.append(baseline)
+        for row in rows:
+            if row["threads"] == threads:
+                row["p50_vs_pipeline"] = row["p50_ms"] / baseline["p50_ms"]
+                row["throughput_vs_pipeline"] = row["sentences_per_s"] / baseline["sentences_per_s"]
 
+    torch.set_num_threads(max(args.threads))
+    breakdown = stage_breakdown(EmotionPredictor.from_pretrained(args.model), texts[: args.latency_n])
     meta = {
         "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "command": "python -m emotion_lab.tools.bench_inference " + " ".join(sys.argv[1:] if argv is None else argv),
         "model": str(args.model),
         "data": source,
         "sentences": len(texts),
         "latency_n": args.latency_n,
         "batch_size": args.batch_size,
+        "provenance": provenance(),
     }
-    table = [
-        "| variant | threads | p50 ms | p95 ms | sentences/s | test weighted F1 | test macro F1 |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        f1w = f"{r['f1_weighted']:.4f}" if r["f1_weighted"] is not None else "n/a (untrained head)"
-        f1m = f"{r['f1_macro']:.4f}" if r["f1_macro"] is not None else "n/a"
-        speed = f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['sentences_per_s']:.0f}"
-        table.append(f"| {r['variant']} | {r['threads']} | {speed} | {f1w} | {f1m} |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    (args.out / "results.md").write_text("\n".join(table) + "\n")
+    table = markdown(rows) + "\n" + breakdown_table(breakdown, max(args.threads))
+    (args.out / "results.json").write_text(
+        json.dumps({"meta": meta, "rows": rows, "torch_fp32_stages_ms": breakdown}, indent=2)
+    )
+    (args.out / "results.md").write_text(table)
     print(json.dumps(meta))
-    print("\n".join(table))
+    print(table)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from emotion_lab.errors import ConfigError
+from emotion_lab.models.bilstm import bilstm_padded
 from emotion_lab.models.classifier import EmotionClassifier
 from emotion_lab.models.encoder import EncoderNotFoundError, load_encoder, load_tokenizer
 from emotion_lab.models.losses import FocalLoss
-from emotion_lab.models.networks import BiLSTMAttentionNet, EncoderLinearNet, bilstm_padded
+from emotion_lab.models.networks import BiLSTMAttentionNet, EncoderLinearNet
 from emotion_lab.models.optim import WarmupSchedule
 
 

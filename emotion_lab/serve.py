@@ -1,0 +1,96 @@
+"""Serve a saved model over HTTP, batching concurrent requests.
+
+    python -m emotion_lab.serve MODEL [--host 127.0.0.1] [--port 8000] [--backend auto] [--quantize]
+
+    curl -s localhost:8000/predict -H 'content-type: application/json' -d '{"texts": ["i feel so happy today"]}'
+
+MODEL is a saved model folder (or a Lightning checkpoint, torch backend only). Endpoints, limits
+and batching: `emotion_lab.inference.server`; measured latency under load: docs/performance.md.
+Needs the `serve` extra (FastAPI and uvicorn): pip install -e '.[serve]'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch
+
+from emotion_lab.errors import UserInputError
+from emotion_lab.inference.predictor import BACKENDS, EmotionPredictor
+
+log = logging.getLogger("emotion_lab.serve")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from emotion_lab.inference.server import Limits
+
+    defaults = Limits()
+    parser = argparse.ArgumentParser(prog="python -m emotion_lab.serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="a saved model folder (or a Lightning .ckpt)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="as in emotion_lab.predict")
+    parser.add_argument("--quantize", action="store_true", help="int8 (torch dynamic or model.int8.onnx)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op threads of the model")
+    parser.add_argument("--max-chars", type=int, default=defaults.max_chars, help="characters per text")
+    parser.add_argument("--max-texts", type=int, default=defaults.max_texts, help="texts per request")
+    parser.add_argument("--max-batch", type=int, default=defaults.max_batch_texts, help="texts the model runs at once")
+    parser.add_argument(
+        "--max-wait-ms", type=float, default=defaults.max_wait_ms, help="how long a batch waits for more requests"
+    )
+    parser.add_argument("--trust-module", action="append", default=[], metavar="MODULE")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        import uvicorn
+
+        from emotion_lab.inference.server import Limits, create_app
+    except ImportError as err:
+        print(f"error: serving needs FastAPI and uvicorn ({err.name} is missing): pip install -e '.[serve]'")
+        return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("port", "threads", "max_chars", "max_texts", "max_batch"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
+    if args.max_wait_ms < 0:
+        parser.error(f"--max-wait-ms {args.max_wait_ms}: must be >= 0")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    try:
+        predictor = EmotionPredictor.from_pretrained(
+            args.model, trusted_modules=args.trust_module, backend=args.backend, int8=args.quantize
+        )
+    except UserInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    card_file = Path(args.model) / "README.md"
+    limits = Limits(
+        max_chars=args.max_chars,
+        max_texts=args.max_texts,
+        max_batch_texts=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+    )
+    app = create_app(predictor, limits, card=card_file.read_text() if card_file.is_file() else "")
+    log.info(
+        "serving %s (%s, %d threads) on http://%s:%d",
+        args.model,
+        predictor.backend.name,
+        args.threads,
+        args.host,
+        args.port,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

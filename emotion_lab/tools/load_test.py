@@ -1,0 +1,172 @@
+"""Load test of `emotion_lab.serve` at rising concurrency (a benchmark, not a test).
+
+    python -m emotion_lab.tools.load_test --model MODEL [--backend onnx] [--levels 1 4 16 64] [--seconds 30]
+    python -m emotion_lab.tools.load_test --url http://127.0.0.1:8000       # a server already running
+
+At each concurrency level, that many clients each send one test sentence per request, back to back,
+for `--seconds`; the table has requests/s, p50 / p99 latency, failed requests and the server's
+resident memory at the end of the level (sampled from /health every second, so a leak shows as a
+climb across levels). With `--model` the server is started here on a free port with the given
+backend and stopped afterwards. Client and server share the machine: on few cores the client's
+own CPU use lowers what the server gets. Writes results.md and results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import httpx
+
+from emotion_lab.data.sources import load_splits
+from emotion_lab.tools.bench import cpu_model, provenance
+from emotion_lab.utils.config import PROJECT_ROOT
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(model: str, backend: str, threads: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    command = [sys.executable, "-m", "emotion_lab.serve", model, "--port", str(port), "--backend", backend]
+    command += ["--threads", str(threads), *extra]
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited: {process.stderr.read().strip().splitlines()[-1:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.5)
+    process.terminate()
+    raise SystemExit(f"the server did not answer on {url} within 180 s")
+
+
+async def _client(client: httpx.AsyncClient, url: str, texts: list[str], until: float, seed: int, out: list) -> None:
+    rng = random.Random(seed)
+    while time.monotonic() < until:
+        start = time.perf_counter()
+        try:
+            response = await client.post(f"{url}/predict", json={"text": rng.choice(texts)})
+            ok = response.status_code == 200 and len(response.json()["predictions"]) == 1
+        except (httpx.HTTPError, ValueError, KeyError):
+            ok = False
+        out.append((time.perf_counter() - start, ok))
+
+
+async def _memory(client: httpx.AsyncClient, url: str, until: float, samples: list) -> None:
+    while time.monotonic() < until:
+        try:
+            samples.append((await client.get(f"{url}/health")).json()["rss_mb"])
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        await asyncio.sleep(1.0)
+
+
+async def run_level(url: str, texts: list[str], concurrency: int, seconds: float) -> dict:
+    results: list[tuple[float, bool]] = []
+    memory: list[float] = []
+    limits = httpx.Limits(max_connections=concurrency + 1, max_keepalive_connections=concurrency + 1)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        until = time.monotonic() + seconds
+        started = time.perf_counter()
+        await asyncio.gather(
+            _memory(client, url, until, memory),
+            *(_client(client, url, texts, until, seed, results) for seed in range(concurrency)),
+        )
+        elapsed = time.perf_counter() - started
+        health = (await client.get(f"{url}/health")).json()
+    latencies = sorted(took * 1000 for took, ok in results if ok)
+    failed = sum(not ok for _, ok in results)
+    return {
+        "concurrency": concurrency,
+        "requests": len(results),
+        "failed": failed,
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) if latencies else None,
+        "p99_ms": latencies[int(0.99 * (len(latencies) - 1))] if latencies else None,
+        "rss_mb_end": memory[-1] if memory else None,
+        "rss_mb_max": max(memory) if memory else None,
+        "server_mean_batch": health["mean_batch_texts"],
+    }
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| concurrent clients | requests | failed | requests/s | p50 ms | p99 ms | server RSS MB (end / max) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['concurrency']} | {r['requests']} | {r['failed']} | {r['requests_per_s']:.0f} | {r['p50_ms']:.1f} "
+            f"| {r['p99_ms']:.1f} | {r['rss_mb_end']:.0f} / {r['rss_mb_max']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model", help="start `emotion_lab.serve MODEL` here for the test")
+    where.add_argument("--url", help="test a server that is already running")
+    parser.add_argument("--backend", default="auto", help="with --model: the server's backend")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="with --model: the model's threads")
+    parser.add_argument("--server-arg", action="append", default=[], help="with --model: passed on to the server")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64], help="concurrent clients")
+    parser.add_argument("--seconds", type=float, default=30.0, help="per level")
+    parser.add_argument("--data-dir", default=None, help="a folder with test.txt (default: as training finds it)")
+    parser.add_argument("--out", type=Path, default=Path("outputs/load_test"))
+    args = parser.parse_args(argv)
+
+    splits, _ = load_splits(args.data_dir, fallback_dirs=[PROJECT_ROOT.parent / "shared" / "data" / "emotion"])
+    texts = list(splits["test"]["text"])
+    process, url = (None, args.url)
+    if args.model:
+        process, url = start_server(args.model, args.backend, args.threads, args.server_arg)
+    try:
+        model = httpx.get(f"{url}/model", timeout=10).json()
+        rows = []
+        for level in args.levels:
+            rows.append(asyncio.run(run_level(url, texts, level, args.seconds)))
+            print(json.dumps(rows[-1]), flush=True)
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=30)
+    meta = {
+        "date": date.today().isoformat(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "command": "python -m emotion_lab.tools.load_test " + " ".join(sys.argv[1:] if argv is None else argv),
+        "backend": model["backend"],
+        "limits": model["limits"],
+        "seconds_per_level": args.seconds,
+        "provenance": provenance(),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = markdown(rows)
+    (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    (args.out / "results.md").write_text(table)
+    print(json.dumps(meta))
+    print(table)
+    return 1 if any(r["failed"] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
