@@ -40,7 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op threads of the model")
     parser.add_argument("--max-chars", type=int, default=defaults.max_chars, help="characters per text")
     parser.add_argument("--max-texts", type=int, default=defaults.max_texts, help="texts per request")
-    parser.add_argument("--max-batch", type=int, default=defaults.max_batch_texts, help="texts the model runs at once")
+    parser.add_argument("--max-batch", type=int, default=defaults.max_batch_texts, help="texts collected per batch")
+    parser.add_argument(
+        "--forward-batch",
+        type=int,
+        default=defaults.forward_batch,
+        help="a batch runs sorted by length in chunks of this many texts",
+    )
     parser.add_argument(
         "--max-wait-ms", type=float, default=defaults.max_wait_ms, help="how long a batch waits for more requests"
     )
@@ -58,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("port", "threads", "max_chars", "max_texts", "max_batch"):
+    for name in ("port", "threads", "max_chars", "max_texts", "max_batch", "forward_batch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
     if args.max_wait_ms < 0:
@@ -77,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         max_chars=args.max_chars,
         max_texts=args.max_texts,
         max_batch_texts=args.max_batch,
+        forward_batch=args.forward_batch,
         max_wait_ms=args.max_wait_ms,
     )
     app = create_app(predictor, limits, card=card_file.read_text() if card_file.is_file() else "")

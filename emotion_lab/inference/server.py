@@ -8,10 +8,10 @@ Endpoints: `POST /predict` ({"texts": [...]} or {"text": "..."}, optional "top_w
 model card). Bad requests get a 4xx with one line in {"error": ...}; never a 500.
 
 Batching: requests wait in one queue; a single worker takes everything queued (up to
-`max_batch_texts`, after waiting at most `max_wait_ms` for company) and runs it as one batch in a
-thread, so the event loop keeps accepting requests while the model runs. Under load, batches grow
-by themselves; a lone request waits at most `max_wait_ms`. The model is called from that one worker
-only, so one predictor serves every request.
+`max_batch_texts`, after waiting at most `max_wait_ms` for company) and runs it in a thread, sorted
+by length in chunks of `forward_batch`, so the event loop keeps accepting requests while the model
+runs. Under load, batches grow by themselves; a lone request waits at most `max_wait_ms`. The model
+is called from that one worker only, so one predictor serves every request.
 """
 
 from __future__ import annotations
@@ -43,7 +43,10 @@ class Limits:
     max_texts: int = 256  # per request
     max_top_words: int = 20
     max_body_bytes: int = 2_000_000
-    max_batch_texts: int = 64  # texts the model runs at once
+    max_batch_texts: int = 64  # texts collected into one batch
+    # A batch runs sorted by length in chunks of this many texts, so short sentences are not padded to
+    # the longest one in it (chosen by measurement: docs/performance.md).
+    forward_batch: int = 16
     max_wait_ms: float = 2.0  # how long a batch waits for more requests
     max_queued_texts: int = 8192  # beyond this, 503 with Retry-After: shed load instead of queueing forever
 
@@ -138,7 +141,7 @@ class DynamicBatcher:
             self.max_batch_seen = max(self.max_batch_seen, len(texts))
             try:
                 predictions = await asyncio.to_thread(
-                    self.predictor.predict, texts, self.limits.max_batch_texts, max(job.top_words for job in jobs)
+                    self.predictor.predict, texts, self.limits.forward_batch, max(job.top_words for job in jobs)
                 )
             except Exception as err:  # a model failure answers these requests with 500; the worker lives on
                 log.exception("prediction failed")

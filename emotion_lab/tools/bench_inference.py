@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=None, help="a folder with test.txt (default: as training finds it)")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_inference"))
     args = parser.parse_args(argv)
+    code = provenance()  # the code as it was when the measurement started
 
     splits, source = load_splits(args.data_dir, fallback_dirs=[PROJECT_ROOT.parent / "shared" / "data" / "emotion"])
     texts, gold = list(splits["test"]["text"]), list(splits["test"]["label"])
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         "sentences": len(texts),
         "latency_n": args.latency_n,
         "batch_size": args.batch_size,
-        "provenance": provenance(),
+        "provenance": code,
     }
     table = markdown(rows) + "\n" + breakdown_table(breakdown, max(args.threads))
     (args.out / "results.json").write_text(

@@ -1,14 +1,16 @@
 """Load test of `emotion_lab.serve` at rising concurrency (a benchmark, not a test).
 
-    python -m emotion_lab.tools.load_test --model MODEL [--backend onnx] [--levels 1 4 16 64] [--seconds 30]
+    python -m emotion_lab.tools.load_test --model MODEL [--backend onnx] [--levels 1 4 16 64 16] [--seconds 60]
     python -m emotion_lab.tools.load_test --url http://127.0.0.1:8000       # a server already running
 
-At each concurrency level, that many clients each send one test sentence per request, back to back,
-for `--seconds`; the table has requests/s, p50 / p99 latency, failed requests and the server's
-resident memory at the end of the level (sampled from /health every second, so a leak shows as a
-climb across levels). With `--model` the server is started here on a free port with the given
-backend and stopped afterwards. Client and server share the machine: on few cores the client's
-own CPU use lowers what the server gets. Writes results.md and results.json.
+At each concurrency level, that many clients (aiohttp, one process) each send one test sentence per
+request, back to back, for `--seconds`; the table has requests/s, p50 / p99 latency, failed
+requests, the mean batch the model ran, and the server's resident memory at the start and end of
+the level (and its maximum, sampled from /health every second). Ending with a level already run
+(`--levels 1 4 16 64 16`, the default) shows whether memory returns to a plateau or keeps climbing.
+With `--model` the server is started here on a free port with the given backend and stopped
+afterwards. Client and server share the machine: on few cores the client's own CPU use lowers what
+the server gets. Writes results.md and results.json.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 from emotion_lab.data.sources import load_splits
@@ -58,23 +61,28 @@ def start_server(model: str, backend: str, threads: int, extra: list[str]) -> tu
     raise SystemExit(f"the server did not answer on {url} within 180 s")
 
 
-async def _client(client: httpx.AsyncClient, url: str, texts: list[str], until: float, seed: int, out: list) -> None:
+async def _client(session, url: str, texts: list[str], until: float, seed: int, out: list) -> None:
     rng = random.Random(seed)
     while time.monotonic() < until:
         start = time.perf_counter()
         try:
-            response = await client.post(f"{url}/predict", json={"text": rng.choice(texts)})
-            ok = response.status_code == 200 and len(response.json()["predictions"]) == 1
-        except (httpx.HTTPError, ValueError, KeyError):
+            async with session.post(f"{url}/predict", json={"text": rng.choice(texts)}) as response:
+                ok = response.status == 200 and len((await response.json())["predictions"]) == 1
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError):
             ok = False
         out.append((time.perf_counter() - start, ok))
 
 
-async def _memory(client: httpx.AsyncClient, url: str, until: float, samples: list) -> None:
+async def _health(session, url: str) -> dict:
+    async with session.get(f"{url}/health") as response:
+        return await response.json()
+
+
+async def _memory(session, url: str, until: float, samples: list) -> None:
     while time.monotonic() < until:
         try:
-            samples.append((await client.get(f"{url}/health")).json()["rss_mb"])
-        except (httpx.HTTPError, ValueError, KeyError):
+            samples.append((await _health(session, url))["rss_mb"])
+        except (aiohttp.ClientError, ValueError, KeyError):
             pass
         await asyncio.sleep(1.0)
 
@@ -82,40 +90,45 @@ async def _memory(client: httpx.AsyncClient, url: str, until: float, samples: li
 async def run_level(url: str, texts: list[str], concurrency: int, seconds: float) -> dict:
     results: list[tuple[float, bool]] = []
     memory: list[float] = []
-    limits = httpx.Limits(max_connections=concurrency + 1, max_keepalive_connections=concurrency + 1)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency + 1)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        before = await _health(session, url)
         until = time.monotonic() + seconds
         started = time.perf_counter()
         await asyncio.gather(
-            _memory(client, url, until, memory),
-            *(_client(client, url, texts, until, seed, results) for seed in range(concurrency)),
+            _memory(session, url, until, memory),
+            *(_client(session, url, texts, until, seed, results) for seed in range(concurrency)),
         )
         elapsed = time.perf_counter() - started
-        health = (await client.get(f"{url}/health")).json()
+        after = await _health(session, url)
     latencies = sorted(took * 1000 for took, ok in results if ok)
-    failed = sum(not ok for _, ok in results)
+    batches = after["batches"] - before["batches"]
+    texts_run = after["mean_batch_texts"] * after["batches"] - before["mean_batch_texts"] * before["batches"]
     return {
         "concurrency": concurrency,
         "requests": len(results),
-        "failed": failed,
+        "failed": sum(not ok for _, ok in results),
         "requests_per_s": len(latencies) / elapsed,
         "p50_ms": statistics.median(latencies) if latencies else None,
         "p99_ms": latencies[int(0.99 * (len(latencies) - 1))] if latencies else None,
-        "rss_mb_end": memory[-1] if memory else None,
-        "rss_mb_max": max(memory) if memory else None,
-        "server_mean_batch": health["mean_batch_texts"],
+        "rss_mb_start": before["rss_mb"],
+        "rss_mb_end": after["rss_mb"],
+        "rss_mb_max": max(memory, default=after["rss_mb"]),
+        "mean_batch_texts": texts_run / batches if batches else 0.0,
     }
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| concurrent clients | requests | failed | requests/s | p50 ms | p99 ms | server RSS MB (end / max) |",
-        "|---|---|---|---|---|---|---|",
+        "| concurrent clients | requests | failed | requests/s | p50 ms | p99 ms | mean batch "
+        "| server RSS MB: start, end (max) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['concurrency']} | {r['requests']} | {r['failed']} | {r['requests_per_s']:.0f} | {r['p50_ms']:.1f} "
-            f"| {r['p99_ms']:.1f} | {r['rss_mb_end']:.0f} / {r['rss_mb_max']:.0f} |"
+            f"| {r['p99_ms']:.1f} | {r['mean_batch_texts']:.1f} | {r['rss_mb_start']:.0f}, {r['rss_mb_end']:.0f} "
+            f"({r['rss_mb_max']:.0f}) |"
         )
     return "\n".join(lines) + "\n"
 
@@ -128,11 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto", help="with --model: the server's backend")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="with --model: the model's threads")
     parser.add_argument("--server-arg", action="append", default=[], help="with --model: passed on to the server")
-    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64], help="concurrent clients")
-    parser.add_argument("--seconds", type=float, default=30.0, help="per level")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64, 16], help="concurrent clients")
+    parser.add_argument("--seconds", type=float, default=60.0, help="per level")
     parser.add_argument("--data-dir", default=None, help="a folder with test.txt (default: as training finds it)")
     parser.add_argument("--out", type=Path, default=Path("outputs/load_test"))
     args = parser.parse_args(argv)
+    code = provenance()  # the code as it was when the measurement started
 
     splits, _ = load_splits(args.data_dir, fallback_dirs=[PROJECT_ROOT.parent / "shared" / "data" / "emotion"])
     texts = list(splits["test"]["text"])
@@ -157,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "backend": model["backend"],
         "limits": model["limits"],
         "seconds_per_level": args.seconds,
-        "provenance": provenance(),
+        "provenance": code,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown(rows)
