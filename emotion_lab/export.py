@@ -71,7 +71,11 @@ def export(
             metrics = json.loads(run_metrics.read_text()) if run_metrics.is_file() else None
             data_source = (metrics or {}).get("data_source", data_source)
         card = model_card(predictor, ckpt_path, metrics, data_source)
-    if not (ckpt_path.is_dir() and folder.resolve() == ckpt_path.resolve()):
+    in_place = ckpt_path.is_dir() and folder.resolve() == ckpt_path.resolve()
+    if not in_place:
+        # ONNX files of whatever the folder held before would be served with the new weights.
+        for name in (ONNX_FILE, ONNX_INT8_FILE):
+            (folder / name).unlink(missing_ok=True)
         predictor.save_pretrained(folder, card=card)
     if onnx:
         from emotion_lab.inference.onnx import export_onnx, quantize_onnx

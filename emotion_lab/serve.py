@@ -60,13 +60,18 @@ def main(argv: list[str] | None = None) -> int:
 
         from emotion_lab.inference.server import Limits, create_app
     except ImportError as err:
-        print(f"error: serving needs FastAPI and uvicorn ({err.name} is missing): pip install -e '.[serve]'")
+        print(
+            f"error: serving needs FastAPI and uvicorn ({err.name} is missing): pip install -e '.[serve]'",
+            file=sys.stderr,
+        )
         return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     for name in ("port", "threads", "max_chars", "max_texts", "max_batch", "forward_batch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
+    if args.port > 65535:
+        parser.error(f"--port {args.port}: must be 1..65535")
     if args.max_wait_ms < 0:
         parser.error(f"--max-wait-ms {args.max_wait_ms}: must be >= 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -86,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         forward_batch=args.forward_batch,
         max_wait_ms=args.max_wait_ms,
     )
-    app = create_app(predictor, limits, card=card_file.read_text() if card_file.is_file() else "")
+    card = card_file.read_text(errors="replace") if card_file.is_file() else ""
+    app = create_app(predictor, limits, card=card)
     log.info(
         "serving %s (%s, %d threads) on http://%s:%d",
         args.model,

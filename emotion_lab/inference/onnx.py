@@ -119,10 +119,15 @@ def export_onnx(net: nn.Module, tokenizer, path: str | Path, max_length: int = 1
     finally:
         encoder.set_attn_implementation(attention_kind)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _quiet():
-        program.save(path, external_data=False)
-    _optimize_for_onnxruntime(path, encoder.config)
-    check_onnx(net, tokenizer, path, max_length=max_length, atol=atol)
+    partial = path.with_name(path.name + ".partial")  # only a checked graph takes the final name
+    try:
+        with _quiet():
+            program.save(partial, external_data=False)
+        _optimize_for_onnxruntime(partial, encoder.config)
+        check_onnx(net, tokenizer, partial, max_length=max_length, atol=atol)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
@@ -165,9 +170,15 @@ def quantize_onnx(source: str | Path, target: str | Path) -> Path:
     _require("onnxruntime")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with _quiet():
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
-    return Path(target)
+    target = Path(target)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with _quiet():
+            quantize_dynamic(str(source), str(partial), weight_type=QuantType.QInt8)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
 
 
 @contextmanager

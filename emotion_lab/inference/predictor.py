@@ -55,9 +55,10 @@ class Prediction:
 class TorchBackend:
     """A torch network as a backend: (ids, mask, with_attention) -> (logits, head-averaged attention or None)."""
 
-    def __init__(self, net: nn.Module, name: str = "torch fp32") -> None:
+    def __init__(self, net: nn.Module, int8: bool = False) -> None:
         self.net = net.eval()
-        self.name = name
+        self.int8 = int8
+        self.name = "torch int8" if int8 else "torch fp32"
 
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor, with_attention: bool = False):
         if not with_attention or getattr(self.net, "attention", None) is None:
@@ -104,7 +105,8 @@ class EmotionPredictor:
             return predictor.quantize_dynamic() if int8 else predictor
         config = _read_folder_config(folder)
         if backend == "auto":
-            backend = "onnx" if (folder / ONNX_FILE).is_file() and _has_onnxruntime() else "torch"
+            onnx_file = folder / (ONNX_INT8_FILE if int8 else ONNX_FILE)
+            backend = "onnx" if onnx_file.is_file() and _has_onnxruntime() else "torch"
         if backend == "onnx":
             return cls._from_onnx(folder, config, int8)
         try:
@@ -172,7 +174,7 @@ class EmotionPredictor:
 
     def save_pretrained(self, path: str | Path, card: str = "") -> Path:
         """Write a self-contained model folder (see the module docstring)."""
-        if self.net is None or self.backend.name != "torch fp32":
+        if not isinstance(self.backend, TorchBackend) or self.backend.int8:
             raise ModelLoadError(f"a {self.backend.name} predictor cannot be saved: load the model with backend=torch")
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
@@ -200,7 +202,7 @@ class EmotionPredictor:
         with warnings.catch_warnings():  # torch marks its quantized tensor API deprecated (in favour of torchao)
             warnings.simplefilter("ignore", UserWarning)
             self.net = torch.ao.quantization.quantize_dynamic(self.net, {nn.Linear, nn.LSTM}, dtype=torch.qint8)
-        self.backend = TorchBackend(self.net, name="torch int8")
+        self.backend = TorchBackend(self.net, int8=True)
         return self
 
     def __call__(self, text: str) -> Prediction:

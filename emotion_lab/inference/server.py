@@ -56,7 +56,7 @@ class PredictRequest(BaseModel):
 
     text: str | None = Field(None, description="one text")
     texts: list[str] | None = Field(None, description="several texts, answered in order")
-    top_words: int = Field(0, ge=0, description="also return the k most-attended word-pieces of each text")
+    top_words: int = Field(0, description="also return the k most-attended word-pieces of each text")
 
 
 class RequestError(Exception):
@@ -88,12 +88,16 @@ class DynamicBatcher:
         self.predictor = predictor
         self.limits = limits
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._next: _Job | None = None  # a job that did not fit the previous batch goes first
         self.queued_texts = 0
         self.batches = 0
         self.batched_texts = 0
-        self.max_batch_seen = 0
         self.requests = 0
         self._worker: asyncio.Task | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._worker is not None and not self._worker.done()
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run())
@@ -104,6 +108,8 @@ class DynamicBatcher:
             await asyncio.gather(self._worker, return_exceptions=True)
 
     async def submit(self, texts: list[str], top_words: int) -> list[Prediction]:
+        if not self.alive:
+            raise RequestError(503, "the prediction worker is not running; see the server log")
         if self.queued_texts + len(texts) > self.limits.max_queued_texts:
             raise RequestError(503, f"server busy: {self.queued_texts} texts queued; retry shortly")
         job = _Job(texts, top_words, asyncio.get_running_loop().create_future())
@@ -112,58 +118,81 @@ class DynamicBatcher:
         await self.queue.put(job)
         return await job.future
 
+    async def _get(self, timeout: float | None) -> _Job | None:
+        if self._next is not None:
+            job, self._next = self._next, None
+            return job
+        if timeout is None:
+            return await self.queue.get()
+        try:
+            return self.queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(self.queue.get(), timeout)
+        except (asyncio.QueueEmpty, asyncio.TimeoutError):
+            return None
+
     async def _collect(self) -> list[_Job]:
-        jobs = [await self.queue.get()]
+        """Jobs for one batch: at most max_batch_texts texts (or one larger request alone)."""
+        jobs = [await self._get(None)]
         size = len(jobs[0].texts)
         deadline = time.monotonic() + self.limits.max_wait_ms / 1000
         while size < self.limits.max_batch_texts:
-            try:
-                job = self.queue.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    job = await asyncio.wait_for(self.queue.get(), remaining)
-                except TimeoutError:
-                    break
+            job = await self._get(deadline - time.monotonic())
+            if job is None:
+                break
+            if size + len(job.texts) > self.limits.max_batch_texts:
+                self._next = job
+                break
             jobs.append(job)
             size += len(job.texts)
         return jobs
 
+    def _predict(self, jobs: list[_Job]) -> list[list[Prediction]]:
+        texts = [text for job in jobs for text in job.texts]
+        predictions = self.predictor.predict(texts, self.limits.forward_batch, max(job.top_words for job in jobs))
+        out, start = [], 0
+        for job in jobs:
+            mine = predictions[start : start + len(job.texts)]
+            start += len(job.texts)
+            for prediction in mine:
+                prediction.top_words = prediction.top_words[: job.top_words]
+            out.append(mine)
+        return out
+
+    async def _answer(self, jobs: list[_Job]) -> None:
+        try:
+            results = await asyncio.to_thread(self._predict, jobs)
+        except Exception as err:
+            if len(jobs) > 1:  # one request's text must not fail the others: retry each alone
+                for job in jobs:
+                    await self._answer([job])
+                return
+            log.exception("prediction failed")
+            results = [RequestError(500, f"prediction failed: {type(err).__name__}: {first_line(err)}")]
+        for job, result in zip(jobs, results):
+            if job.future.done():  # the client has gone
+                continue
+            if isinstance(result, Exception):
+                job.future.set_exception(result)
+            else:
+                job.future.set_result(result)
+
     async def _run(self) -> None:
         while True:
             jobs = await self._collect()
-            texts = [text for job in jobs for text in job.texts]
-            self.queued_texts -= len(texts)
-            self.batches += 1
-            self.batched_texts += len(texts)
-            self.max_batch_seen = max(self.max_batch_seen, len(texts))
-            try:
-                predictions = await asyncio.to_thread(
-                    self.predictor.predict, texts, self.limits.forward_batch, max(job.top_words for job in jobs)
-                )
-            except Exception as err:  # a model failure answers these requests with 500; the worker lives on
-                log.exception("prediction failed")
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(RequestError(500, f"prediction failed: {first_line(err)}"))
+            self.queued_texts -= sum(len(job.texts) for job in jobs)
+            jobs = [job for job in jobs if not job.future.done()]  # clients that gave up
+            if not jobs:
                 continue
-            start = 0
-            for job in jobs:
-                mine = predictions[start : start + len(job.texts)]
-                start += len(job.texts)
-                for prediction in mine:
-                    prediction.top_words = prediction.top_words[: job.top_words]
-                if not job.future.done():  # the client may have gone
-                    job.future.set_result(mine)
+            size = sum(len(job.texts) for job in jobs)
+            self.batches += 1
+            self.batched_texts += size
+            await self._answer(jobs)
 
     def stats(self) -> dict:
         return {
             "requests": self.requests,
             "batches": self.batches,
+            "batched_texts": self.batched_texts,
             "mean_batch_texts": self.batched_texts / self.batches if self.batches else 0.0,
-            "max_batch_texts_seen": self.max_batch_seen,
             "queued_texts": self.queued_texts,
         }
 
@@ -181,7 +210,11 @@ def _check(request: PredictRequest, limits: Limits) -> list[str]:
             raise RequestError(413, f"text {i} has {len(text)} characters; the limit is {limits.max_chars}")
         if not text.strip():
             raise RequestError(422, f"text {i} is empty")
-    if request.top_words > limits.max_top_words:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:  # JSON allows lone surrogates (\ud800); text has none
+            raise RequestError(422, f"text {i} is not valid Unicode ({err.reason} at character {err.start})") from None
+    if not 0 <= request.top_words <= limits.max_top_words:
         raise RequestError(422, f"top_words={request.top_words}; allowed 0..{limits.max_top_words}")
     return texts
 
@@ -211,11 +244,14 @@ def create_app(predictor: EmotionPredictor, limits: Limits = Limits(), card: str
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > limits.max_body_bytes:
-            return JSONResponse(
-                {"error": f"body of {size} bytes; the limit is {limits.max_body_bytes}"}, status_code=413
-            )
+        if request.method == "POST":
+            size = request.headers.get("content-length")
+            if size is None or not size.isdigit():  # a chunked body would be read whole before any check
+                return JSONResponse({"error": "send the body with a Content-Length header"}, status_code=411)
+            if int(size) > limits.max_body_bytes:
+                return JSONResponse(
+                    {"error": f"body of {size} bytes; the limit is {limits.max_body_bytes}"}, status_code=413
+                )
         return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
@@ -239,10 +275,10 @@ def create_app(predictor: EmotionPredictor, limits: Limits = Limits(), card: str
         return {"predictions": [_as_json(p) for p in predictions]}
 
     @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok", "uptime_s": round(time.time() - started, 1), "rss_mb": round(_rss_mb(), 1)} | (
-            batcher.stats()
-        )
+    async def health():
+        status = "ok" if batcher.alive else "prediction worker stopped"
+        body = {"status": status, "uptime_s": round(time.time() - started, 1), "rss_mb": round(_rss_mb(), 1)}
+        return JSONResponse(body | batcher.stats(), status_code=200 if batcher.alive else 503)
 
     @app.get("/model")
     async def model() -> dict:

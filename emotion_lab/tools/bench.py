@@ -116,6 +116,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def versions(*packages: str) -> dict[str, str]:
+    """Installed versions of `packages` (absent ones as "not installed")."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in packages:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
 def provenance() -> dict[str, Any]:
     """What produced a result: code commit (and whether the tree had changes), CPU, torch."""
     import subprocess

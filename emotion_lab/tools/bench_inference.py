@@ -33,7 +33,7 @@ from sklearn.metrics import f1_score
 from emotion_lab.data.labels import LABEL2ID
 from emotion_lab.data.sources import load_splits
 from emotion_lab.inference.predictor import ONNX_FILE, ONNX_INT8_FILE, EmotionPredictor
-from emotion_lab.tools.bench import cpu_model, provenance
+from emotion_lab.tools.bench import cpu_model, provenance, versions
 from emotion_lab.utils.config import PROJECT_ROOT
 
 PIPELINE = "transformers pipeline (same backbone, linear head)"
@@ -99,62 +99,32 @@ def stage_breakdown(predictor: EmotionPredictor, texts: list[str]) -> dict[str, 
     """Median milliseconds per single sentence of each stage of the torch fp32 network: where the time goes."""
     from emotion_lab.models.bilstm import run_bilstm
 
-    net = predictor.net
-    batches = [
-        predictor.tokenizer([t], truncation=True, max_length=predictor.max_length, return_tensors="pt") for t in texts
-    ]
-
-    def median_ms(fn, inputs) -> float:
-        for x in inputs[:20]:
-            fn(x)
-        times = []
-        for x in inputs:
-            start = time.perf_counter()
-            fn(x)
-            times.append((time.perf_counter() - start) * 1000)
-        return statistics.median(times)
-
+    net, tokenizer = predictor.net, predictor.tokenizer
+    batches = [tokenizer([t], truncation=True, max_length=predictor.max_length, return_tensors="pt") for t in texts]
     with torch.inference_mode():
-        stages = {"tokenizer": median_ms(lambda t: predictor.tokenizer([t], return_tensors="pt"), texts)}
-        stages["encoder"] = median_ms(lambda b: net.encode(b["input_ids"], b["attention_mask"]), batches)
         encoded = [net.encode(b["input_ids"], b["attention_mask"]) for b in batches]
-        stages["head"] = median_ms(lambda hm: net.head(*hm), encoded)
+        stages = {
+            "tokenizer": _latency_ms(lambda t: tokenizer([t], return_tensors="pt"), texts)[0],
+            "encoder": _latency_ms(lambda b: net.encode(b["input_ids"], b["attention_mask"]), batches)[0],
+            "head": _latency_ms(lambda hm: net.head(*hm), encoded)[0],
+        }
         if getattr(net, "lstm", None) is not None:
-            stages["head: BiLSTM"] = median_ms(lambda hm: run_bilstm(net.lstm, hm[0], hm[1].sum(1)), encoded)
-        stages["whole predictor call"] = median_ms(predictor, texts)
+            bilstm = _latency_ms(lambda hm: run_bilstm(net.lstm, hm[0], hm[1].sum(1)), encoded)
+            stages["head: BiLSTM"] = bilstm[0]
+        stages["whole predictor call"] = _latency_ms(predictor, texts)[0]
     return stages
 
 
-def onnx_files(model_dir: Path, out: Path) -> Path:
-    """The folder holding model.onnx and model.int8.onnx: the model's own, else exported to `out`."""
+def with_onnx(model_dir: Path, out: Path) -> Path:
+    """The model folder if it has its ONNX files, else a copy with them exported into `out`."""
     if (model_dir / ONNX_FILE).is_file() and (model_dir / ONNX_INT8_FILE).is_file():
         return model_dir
-    from emotion_lab.inference.onnx import export_onnx, quantize_onnx
+    from emotion_lab.export import export
 
-    predictor = EmotionPredictor.from_pretrained(model_dir)
-    export_onnx(predictor.net, predictor.tokenizer, out / ONNX_FILE, max_length=predictor.max_length)
-    quantize_onnx(out / ONNX_FILE, out / ONNX_INT8_FILE)
-    return out
+    return export(model_dir, out / "model", onnx=True)
 
 
-def load_variants(model_dir: Path, onnx_dir: Path, threads: int) -> list[EmotionPredictor]:
-    from emotion_lab.inference.onnx import OnnxBackend
-
-    variants = [EmotionPredictor.from_pretrained(model_dir), EmotionPredictor.from_pretrained(model_dir, int8=True)]
-    torch_model = variants[0]
-    for file, name in ((ONNX_FILE, "onnx fp32"), (ONNX_INT8_FILE, "onnx int8")):
-        backend = OnnxBackend(onnx_dir / file, threads=threads, name=name)
-        variants.append(
-            EmotionPredictor(
-                None,
-                torch_model.tokenizer,
-                torch_model.labels,
-                torch_model.max_length,
-                backend=backend,
-                net_config=torch_model.net_config,
-            )
-        )
-    return variants
+VARIANTS = (("torch", False), ("torch", True), ("onnx", False), ("onnx", True))
 
 
 def markdown(rows: list[dict]) -> str:
@@ -198,12 +168,13 @@ def main(argv: list[str] | None = None) -> None:
     splits, source = load_splits(args.data_dir, fallback_dirs=[PROJECT_ROOT.parent / "shared" / "data" / "emotion"])
     texts, gold = list(splits["test"]["text"]), list(splits["test"]["label"])
     args.out.mkdir(parents=True, exist_ok=True)
-    onnx_dir = onnx_files(args.model, args.out)
+    model_dir = with_onnx(args.model, args.out)
     rows = []
     for threads in dict.fromkeys(args.threads):
         torch.set_num_threads(threads)
         baseline = {**bench_pipeline(args.model, texts, args.latency_n, args.batch_size), "threads": threads}
-        for predictor in load_variants(args.model, onnx_dir, threads):
+        for backend, int8 in VARIANTS:
+            predictor = EmotionPredictor.from_pretrained(model_dir, backend=backend, int8=int8)
             row = bench_predictor(predictor, texts, gold, args.latency_n, args.batch_size)
             rows.append({**row, "threads": threads})
         rows.append(baseline)
@@ -225,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         "latency_n": args.latency_n,
         "batch_size": args.batch_size,
         "provenance": code,
+        "versions": versions("torch", "transformers", "onnxruntime", "tokenizers"),
     }
     table = markdown(rows) + "\n" + breakdown_table(breakdown, max(args.threads))
     (args.out / "results.json").write_text(

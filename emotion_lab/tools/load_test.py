@@ -32,33 +32,44 @@ import aiohttp
 import httpx
 
 from emotion_lab.data.sources import load_splits
-from emotion_lab.tools.bench import cpu_model, provenance
+from emotion_lab.tools.bench import cpu_model, provenance, versions
 from emotion_lab.utils.config import PROJECT_ROOT
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def start_server(model: str, backend: str, threads: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    command = [sys.executable, "-m", "emotion_lab.serve", model, "--port", str(port), "--backend", backend]
-    command += ["--threads", str(threads), *extra]
-    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+def wait_for_server(url: str, process: subprocess.Popen | None = None, seconds: float = 180.0) -> None:
+    """Return once `url`/health answers 200; raise if `process` exits first or time runs out."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited: {process.stderr.read().strip().splitlines()[-1:]}")
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with status {process.returncode}")
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
+                return
         except httpx.TransportError:
-            time.sleep(0.5)
-    process.terminate()
-    raise SystemExit(f"the server did not answer on {url} within 180 s")
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the server did not answer on {url} within {seconds:.0f} s")
+
+
+def start_server(model: str, backend: str, threads: int, extra: list[str], log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [sys.executable, "-m", "emotion_lab.serve", model, "--port", str(port), "--backend", backend]
+    command += ["--threads", str(threads), *extra]
+    with log.open("w") as log_file:  # a file, not a pipe: a pipe nobody reads would stall a chatty server
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_server(url, process)
+    except RuntimeError as err:
+        process.terminate()
+        raise SystemExit(f"{err}; its log: {log}") from None
+    return process, url
 
 
 async def _client(session, url: str, texts: list[str], until: float, seed: int, out: list) -> None:
@@ -103,7 +114,7 @@ async def run_level(url: str, texts: list[str], concurrency: int, seconds: float
         after = await _health(session, url)
     latencies = sorted(took * 1000 for took, ok in results if ok)
     batches = after["batches"] - before["batches"]
-    texts_run = after["mean_batch_texts"] * after["batches"] - before["mean_batch_texts"] * before["batches"]
+    texts_run = after["batched_texts"] - before["batched_texts"]
     return {
         "concurrency": concurrency,
         "requests": len(results),
@@ -150,9 +161,10 @@ def main(argv: list[str] | None = None) -> int:
 
     splits, _ = load_splits(args.data_dir, fallback_dirs=[PROJECT_ROOT.parent / "shared" / "data" / "emotion"])
     texts = list(splits["test"]["text"])
+    args.out.mkdir(parents=True, exist_ok=True)
     process, url = (None, args.url)
     if args.model:
-        process, url = start_server(args.model, args.backend, args.threads, args.server_arg)
+        process, url = start_server(args.model, args.backend, args.threads, args.server_arg, args.out / "server.log")
     try:
         model = httpx.get(f"{url}/model", timeout=10).json()
         rows = []
@@ -172,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         "limits": model["limits"],
         "seconds_per_level": args.seconds,
         "provenance": code,
+        "versions": versions("torch", "onnxruntime", "fastapi", "uvicorn", "aiohttp"),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     table = markdown(rows)
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     (args.out / "results.md").write_text(table)

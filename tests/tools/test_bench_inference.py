@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from emotion_lab.tools.bench_inference import main
-
 pytest.importorskip("onnxruntime")
+
+from emotion_lab.tools.bench_inference import main  # noqa: E402
 
 
 @pytest.mark.slow

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from emotion_lab.tools.load_test import main
-
 pytest.importorskip("aiohttp")
+
+from emotion_lab.tools.load_test import main  # noqa: E402
 
 
 @pytest.mark.slow
