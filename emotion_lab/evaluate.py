@@ -4,7 +4,8 @@
     python -m emotion_lab.evaluate ckpt_path=... data.dir=/other/emotion
 
 The network is rebuilt from the checkpoint alone (it stores its own config; nothing is unpickled),
-so no training config is needed. Writes test_report.txt, test_report.json and metrics.json into
+so no training config is needed. Validates first (to fit the temperature on the validation split),
+then tests. Writes test_report.txt, test_report.json, metrics.json and figures/ into
 outputs/evaluate/runs/<time>/.
 """
 
@@ -22,7 +23,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, open_dict
 
-from emotion_lab.callbacks import TestReport
+from emotion_lab.callbacks import RunFigures, TestReport
 from emotion_lab.models.classifier import load_classifier
 from emotion_lab.utils.config import CONFIG_DIR
 from emotion_lab.utils.runtime import instantiate_loggers, metrics_to_floats, run_task
@@ -38,10 +39,15 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         cfg.data.tokenizer_name = cfg.data.tokenizer_name or model.hparams.net["encoder_name"]
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=instantiate_loggers(cfg.get("logger")), callbacks=[TestReport(str(output_dir))]
+        cfg.trainer,
+        logger=instantiate_loggers(cfg.get("logger")),
+        callbacks=[TestReport(str(output_dir)), RunFigures(str(output_dir), f"evaluate {Path(cfg.ckpt_path).stem}")],
     )
+    # Validation first: it fits the temperature the test's calibrated scores use (test/*_calibrated).
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    val_metrics = metrics_to_floats(trainer.callback_metrics)
     trainer.test(model, datamodule=datamodule)
-    metrics = metrics_to_floats(trainer.callback_metrics)
+    metrics = {**val_metrics, **metrics_to_floats(trainer.callback_metrics)}
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").write_text(
         json.dumps({"ckpt_path": str(cfg.ckpt_path), **dict(sorted(metrics.items()))}, indent=2)

@@ -39,6 +39,7 @@ def model_card(predictor: EmotionPredictor, ckpt_path: Path, metrics: dict[str, 
         f"- labels (ids 0..{len(LABELS) - 1}): {', '.join(predictor.labels)}",
         f"- data: dair-ai/emotion ({data_source})",
         f"- max length: {predictor.max_length} word-pieces",
+        f"- temperature: {predictor.temperature:.4f} (probabilities are softmax(logits / T), T fitted on validation)",
         f"- exported from: `{ckpt_path}`",
         "",
         "Load with `EmotionPredictor.from_pretrained(this_folder)` or `python -m emotion_lab.predict this_folder`.",
@@ -46,6 +47,7 @@ def model_card(predictor: EmotionPredictor, ckpt_path: Path, metrics: dict[str, 
     if metrics:
         lines += ["", "## Test metrics (from the training run)", "", "| metric | value |", "|---|---|"]
         keys = ["test/f1_weighted", "test/f1_macro", "test/acc"] + [f"test_f1/{label}" for label in LABELS]
+        keys += ["test/ece", "test/ece_calibrated", "test/nll", "test/nll_calibrated"]
         lines += [f"| {k} | {metrics[k]:.4f} |" for k in keys if k in metrics]
     return "\n".join(lines) + "\n"
 

@@ -58,9 +58,13 @@ def test_export_round_trip_gives_the_checkpoints_logits(trained, tmp_path):
         expected = reference(batch["input_ids"], batch["attention_mask"])
         got = loaded.net(batch["input_ids"], batch["attention_mask"])
     assert torch.allclose(got, expected, atol=1e-5)
-    # predict() sorts by length internally and hands results back in input order.
+    # predict() sorts by length internally and hands results back in input order, its probabilities
+    # scaled by the temperature fitted on validation (stored in the checkpoint, then in the folder).
+    temperature = json.loads((folder / "emotion_lab.json").read_text())["temperature"]
+    assert temperature == reference.temperature != 1.0 and loaded.temperature == temperature
     probs = torch.tensor([[p.probs[label] for label in loaded.labels] for p in loaded.predict(texts, batch_size=2)])
-    assert torch.allclose(probs, expected.softmax(-1), atol=1e-5)
+    assert torch.allclose(probs, (expected / temperature).softmax(-1), atol=1e-5)
+    assert EmotionPredictor.from_checkpoint(trained["ckpt"]).temperature == temperature
 
 
 def test_training_exports_its_best_model(trained, predictor):

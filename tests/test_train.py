@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
@@ -67,11 +68,29 @@ def test_training_writes_the_run_folder_and_evaluate_reproduces_the_test(tiny_tr
     tags = events.Tags()
     assert {"val_f1/love", "val_f1/surprise", "val/f1_weighted", "test/f1_macro"} <= set(tags["scalars"])
     assert {"val/confusion_matrix", "test/confusion_matrix"} <= set(tags["images"])
+    figures = ("f1_by_class", "precision_recall_f1", "confusion_matrix", "reliability", "class_distribution")
+    assert {f"test_figures/{name}" for name in figures} <= set(tags["images"])
+    for name in figures:
+        png = out / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / "figures" / f"{name}.svg").is_file()
+        assert matplotlib.image.imread(png)[..., :3].std() > 0.05
 
     best = objects["trainer"].checkpoint_callback.best_model_path
     assert Path(best).is_file() and (out / "checkpoints" / "last.ckpt").is_file()
     eval_metrics = evaluate_checkpoint(best, tiny_train_cfg.data.dir, tmp_path / "eval")
     assert eval_metrics["test/f1_weighted"] == pytest.approx(metrics["test/f1_weighted"], abs=1e-6)
+
+    # Calibration: the temperature was fitted on the best epoch's validation logits, travels in the
+    # checkpoint, and scales the test's probabilities; evaluate refits it on validation to the same value.
+    checkpoint = torch.load(best, weights_only=True)
+    assert checkpoint["temperature"] == pytest.approx(saved["val/temperature"]) != 1.0
+    for name in ("test/nll", "test/ece", "test/nll_calibrated", "test/ece_calibrated"):
+        assert name in saved and eval_metrics[name] == pytest.approx(saved[name], abs=1e-5)
+    assert saved["test/nll_calibrated"] != saved["test/nll"]
+    assert eval_metrics["val/temperature"] == pytest.approx(saved["val/temperature"], abs=1e-4)
+    assert "ece_calibrated" in report and f"{saved['val/temperature']:.4f}" in report
+    calibration = json.loads((out / "test_report.json").read_text())["calibration"]
+    assert calibration["ece"] == pytest.approx(saved["test/ece"])
 
     # The checkpoint rebuilds the network alone and gives the tested model's logits (trainer.test loaded
     # the best weights into objects["model"]).

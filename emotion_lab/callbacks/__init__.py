@@ -1,6 +1,6 @@
 """Lightning callbacks that write what a researcher reads after a run."""
 
-from emotion_lab.callbacks.figures import ConfusionMatrixFigure
+from emotion_lab.callbacks.figures import ConfusionMatrixFigure, RunFigures
 from emotion_lab.callbacks.reports import TestReport
 
-__all__ = ["ConfusionMatrixFigure", "TestReport"]
+__all__ = ["ConfusionMatrixFigure", "RunFigures", "TestReport"]

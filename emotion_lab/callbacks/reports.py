@@ -14,7 +14,7 @@ from emotion_lab.data.labels import LABELS
 
 class TestReport(L.Callback):
     """Collects test predictions and writes `test_report.txt` (the usual classification-report
-    layout) and `test_report.json` into `output_dir`."""
+    layout, then calibration) and `test_report.json` into `output_dir`."""
 
     def __init__(self, output_dir: str, digits: int = 4) -> None:
         self.output_dir = Path(output_dir)
@@ -29,13 +29,26 @@ class TestReport(L.Callback):
         self._preds.append(outputs["preds"].cpu())
         self._targets.append(outputs["targets"].cpu())
 
-    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not self._preds or not trainer.is_global_zero:
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # At the end, not the epoch's end: the module logs its calibration scores after the callbacks' epoch end.
+        if not self._preds or not trainer.is_global_zero:
             return
         preds, targets = torch.cat(self._preds).numpy(), torch.cat(self._targets).numpy()
         kwargs = {"labels": list(range(len(LABELS))), "target_names": list(LABELS), "zero_division": 0}
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        text = classification_report(targets, preds, digits=self.digits, **kwargs)
-        (self.output_dir / "test_report.txt").write_text(text)
         report = classification_report(targets, preds, output_dict=True, **kwargs)
+        text = classification_report(targets, preds, digits=self.digits, **kwargs)
+        calibration = calibration_lines(trainer.callback_metrics, getattr(pl_module, "temperature", 1.0))
+        if calibration:
+            report["calibration"] = calibration
+            text += "\n" + "\n".join(f"{name:>28} {value:.{self.digits}f}" for name, value in calibration.items())
+            text += "\n"
+        (self.output_dir / "test_report.txt").write_text(text)
         (self.output_dir / "test_report.json").write_text(json.dumps(report, indent=2))
+
+
+def calibration_lines(metrics: dict, temperature: float) -> dict[str, float]:
+    """The test's calibration scores, raw and after temperature scaling (empty when none were logged)."""
+    names = ("nll", "ece", "nll_calibrated", "ece_calibrated")
+    found = {name: float(metrics[f"test/{name}"]) for name in names if f"test/{name}" in metrics}
+    return {**found, "temperature": float(temperature)} if found else {}

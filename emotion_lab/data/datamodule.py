@@ -168,6 +168,14 @@ class EmotionDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     @property
+    def split_counts(self) -> dict[str, list[int]]:
+        """Count per label id in each split (train after augmentation, if any)."""
+        return {
+            split: torch.bincount(torch.as_tensor(data.with_format(None)["label"]), minlength=len(LABELS)).tolist()
+            for split, data in self.datasets.items()
+        }
+
+    @property
     def class_counts(self) -> list[int]:
         """Training-split count per label id (for inverse-frequency loss weights)."""
         counts = torch.bincount(

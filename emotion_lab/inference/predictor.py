@@ -8,7 +8,8 @@
 
 A saved model folder (written by `python -m emotion_lab.export`, or at the end of training) holds
 `model.safetensors`, `emotion_lab.json` (network config, labels, max length), the encoder's
-`config.json` under `encoder/`, the tokenizer, a model card and, when exported with `onnx=true`,
+`config.json` under `encoder/`, the tokenizer, the temperature its probabilities are scaled by
+(fitted on validation), a model card and, when exported with `onnx=true`,
 `model.onnx` and `model.int8.onnx`. Loading never unpickles: weights come from safetensors, and
 Lightning checkpoints are read with `torch.load(weights_only=True)`.
 
@@ -78,6 +79,7 @@ class EmotionPredictor:
         max_length: int = 128,
         backend=None,
         net_config: dict | None = None,
+        temperature: float = 1.0,
     ) -> None:
         if net is None and backend is None:
             raise ValueError("EmotionPredictor needs a network or a backend")
@@ -87,6 +89,8 @@ class EmotionPredictor:
         self.tokenizer = tokenizer
         self.labels = tuple(labels)
         self.max_length = max_length
+        # Probabilities are softmax(logits / temperature), fitted on validation after training; labels never change.
+        self.temperature = temperature
 
     @classmethod
     def from_pretrained(
@@ -104,11 +108,12 @@ class EmotionPredictor:
             predictor = cls.from_checkpoint(folder, trusted_modules=trusted_modules)
             return predictor.quantize_dynamic() if int8 else predictor
         config = _read_folder_config(folder)
+        config_path = folder / CONFIG_FILE
         if backend == "auto":
             onnx_file = folder / (ONNX_INT8_FILE if int8 else ONNX_FILE)
             backend = "onnx" if onnx_file.is_file() and _has_onnxruntime() else "torch"
         if backend == "onnx":
-            return cls._from_onnx(folder, config, int8)
+            return cls._from_onnx(folder, config, int8, _temperature(config, config_path))
         try:
             net = build_network(config.get("net"), trusted_modules, encoder_name=str(folder / ENCODER_DIR))
             try:
@@ -123,11 +128,13 @@ class EmotionPredictor:
             raise
         except Exception as err:
             raise ModelLoadError(f"{folder}: cannot load the model ({type(err).__name__}: {first_line(err)})") from None
-        predictor = cls(net, tokenizer, labels=config["labels"], max_length=config["max_length"])
+        predictor = cls(
+            net, tokenizer, config["labels"], config["max_length"], temperature=_temperature(config, config_path)
+        )
         return predictor.quantize_dynamic() if int8 else predictor
 
     @classmethod
-    def _from_onnx(cls, folder: Path, config: dict, int8: bool) -> EmotionPredictor:
+    def _from_onnx(cls, folder: Path, config: dict, int8: bool, temperature: float) -> EmotionPredictor:
         from emotion_lab.inference.onnx import OnnxBackend
 
         file = folder / (ONNX_INT8_FILE if int8 else ONNX_FILE)
@@ -148,6 +155,7 @@ class EmotionPredictor:
             max_length=config["max_length"],
             backend=backend,
             net_config=config["net"],
+            temperature=temperature,
         )
 
     @classmethod
@@ -164,13 +172,14 @@ class EmotionPredictor:
             _load_weights(net, state, path)
             tokenizer = load_tokenizer(net_config["encoder_name"])
             max_length = checkpoint.get("datamodule_hyper_parameters", {}).get("max_length", max_length)
+            temperature = _temperature(checkpoint, path)
         except ModelLoadError:
             raise
         except Exception as err:
             raise ModelLoadError(
                 f"{path}: not a readable emotion_lab checkpoint ({type(err).__name__}: {first_line(err)})"
             ) from None
-        return cls(net, tokenizer, max_length=max_length)
+        return cls(net, tokenizer, max_length=max_length, temperature=temperature)
 
     def save_pretrained(self, path: str | Path, card: str = "") -> Path:
         """Write a self-contained model folder (see the module docstring)."""
@@ -188,6 +197,7 @@ class EmotionPredictor:
             "net": self.net_config,
             "labels": list(self.labels),
             "max_length": self.max_length,
+            "temperature": self.temperature,
         }
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         if card:
@@ -226,7 +236,7 @@ class EmotionPredictor:
             batch = self.tokenizer.pad({"input_ids": [encoded["input_ids"][i] for i in index]}, return_tensors="pt")
             ids, mask = batch["input_ids"], batch["attention_mask"]
             logits, weights = self.backend(ids, mask, with_attention=top_words > 0)
-            probs = logits.float().softmax(-1)
+            probs = (logits.float() / self.temperature).softmax(-1)
             for row, i in enumerate(index):
                 p = probs[row].tolist()
                 results[i] = Prediction(
@@ -256,6 +266,14 @@ class EmotionPredictor:
 
 def _has_onnxruntime() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
+
+
+def _temperature(source: dict, where: Path) -> float:
+    """The fitted temperature a model file records (1.0 for files from before calibration)."""
+    value = source.get("temperature", 1.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+        raise ModelLoadError(f"{where}: temperature {value!r} is not a positive number")
+    return float(value)
 
 
 def _read_folder_config(folder: Path) -> dict:

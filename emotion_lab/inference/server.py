@@ -286,6 +286,7 @@ def create_app(predictor: EmotionPredictor, limits: Limits = Limits(), card: str
             "labels": list(predictor.labels),
             "backend": predictor.backend.name,
             "max_length": predictor.max_length,
+            "temperature": predictor.temperature,
             "net": predictor.net_config,
             "limits": asdict(limits),
             "card": card,

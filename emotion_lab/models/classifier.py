@@ -22,6 +22,7 @@ from torchmetrics.wrappers import ClasswiseWrapper
 
 from emotion_lab.data.labels import ID2LABEL, LABELS, NUM_CLASSES
 from emotion_lab.errors import ConfigError, ModelLoadError, TrainingDivergedError, first_line
+from emotion_lab.models.calibration import calibration_scores, fit_temperature
 from emotion_lab.models.loading import build_network, read_checkpoint
 from emotion_lab.models.losses import CrossEntropyLoss, FocalLoss, consistency_kl
 from emotion_lab.models.optim import WarmupSchedule, encoder_groups
@@ -126,12 +127,16 @@ class EmotionClassifier(L.LightningModule):
         self.val_f1_best = MaxMetric()
         self.skipped_steps = 0
         self.skipped_in_a_row = 0
+        # Fitted on each validation epoch's logits, so a checkpoint carries the temperature of its weights.
+        self.temperature = 1.0
+        self._logits: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
 
     @staticmethod
     def metric_names() -> set[str]:
         """Every metric name a training run logs: what `optimized_metric` may name."""
         names = {"train/loss", "train/loss_epoch", "train/skipped_steps", "val/loss", "test/loss"}
-        names |= {"val/f1_weighted_best"}
+        names |= {"val/f1_weighted_best", "val/temperature", "val/nll", "val/ece"}
+        names |= {"test/nll", "test/ece", "test/nll_calibrated", "test/ece_calibrated"}
         for stage in ("val", "test"):
             names |= set(stage_metrics(stage).keys())
             for kind in ("f1", "precision", "recall"):
@@ -242,7 +247,11 @@ class EmotionClassifier(L.LightningModule):
         loss, logits = self._step(batch)
         self.val_loss(loss, weight=batch["labels"].numel())
         self.val_metrics.update(logits, batch["labels"])
+        self._logits["val"].append((logits.detach().float().cpu(), batch["labels"].cpu()))
         return {"preds": logits.argmax(-1), "targets": batch["labels"]}
+
+    def on_validation_epoch_start(self) -> None:
+        self._logits["val"] = []
 
     def on_validation_epoch_end(self) -> None:
         metrics = self.val_metrics.compute()
@@ -251,18 +260,40 @@ class EmotionClassifier(L.LightningModule):
         self.log("val/loss", self.val_loss, prog_bar=True)
         self.log_dict(metrics, prog_bar=False)
         self.log("val/f1_weighted_best", self.val_f1_best.compute(), prog_bar=True)
+        logits, targets = self._collected("val")
+        if logits is not None and not self.trainer.sanity_checking:
+            # This process's share of the split (all of it on one device).
+            self.temperature = fit_temperature(logits, targets)
+            self.log("val/temperature", self.temperature)
+            self.log_dict({f"val/{k}": v for k, v in calibration_scores(logits, targets).items()})
+
+    def _collected(self, stage: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if not self._logits[stage]:
+            return None, None
+        logits, targets = zip(*self._logits[stage])
+        return torch.cat(logits), torch.cat(targets)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         loss, logits = self._step(batch)
         self.test_loss(loss, weight=batch["labels"].numel())
         self.test_metrics.update(logits, batch["labels"])
-        return {"preds": logits.argmax(-1), "targets": batch["labels"]}
+        self._logits["test"].append((logits.detach().float().cpu(), batch["labels"].cpu()))
+        return {"preds": logits.argmax(-1), "targets": batch["labels"], "logits": logits.detach()}
+
+    def on_test_epoch_start(self) -> None:
+        self._logits["test"] = []
 
     def on_test_epoch_end(self) -> None:
         metrics = self.test_metrics.compute()
         self.test_metrics.reset()
         self.log("test/loss", self.test_loss)
         self.log_dict(metrics)
+        logits, targets = self._collected("test")
+        if logits is not None:
+            raw = calibration_scores(logits, targets)
+            calibrated = calibration_scores(logits, targets, self.temperature)
+            self.log_dict({f"test/{k}": v for k, v in raw.items()})
+            self.log_dict({f"test/{k}_calibrated": v for k, v in calibrated.items()})
 
     def configure_optimizers(self) -> dict[str, Any]:
         if self.optimizer_factory is None:
@@ -286,11 +317,13 @@ class EmotionClassifier(L.LightningModule):
             "skipped_steps": self.skipped_steps,
             "skipped_in_a_row": self.skipped_in_a_row,
         }
+        checkpoint["temperature"] = self.temperature
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("emotion_lab_state", {})
         self.skipped_steps = state.get("skipped_steps", 0)
         self.skipped_in_a_row = state.get("skipped_in_a_row", 0)
+        self.temperature = float(checkpoint.get("temperature", 1.0))  # checkpoints from before calibration: 1
         # Restored at the first training batch, not now: restoring runs validation first, which draws too.
         self._resume_rng = state.get("torch_rng")
 
@@ -350,4 +383,5 @@ def load_classifier(
         raise ModelLoadError(
             f"{path}: weights do not fit the network its config describes ({first_line(err)})"
         ) from None
+    model.temperature = float(checkpoint.get("temperature", 1.0))
     return model.eval()

@@ -44,7 +44,7 @@ def server(tiny_model):
 class SlowPredictor:
     """Answers after `delay` seconds; a text containing "boom" makes its whole batch fail."""
 
-    labels, max_length, net_config = LABELS, 64, {}
+    labels, max_length, net_config, temperature = LABELS, 64, {}, 1.0
 
     class backend:
         name = "fake"

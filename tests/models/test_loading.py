@@ -97,3 +97,19 @@ def test_a_users_own_network_loads_when_its_module_is_trusted(tmp_path, tiny_enc
         == 0
     )
     assert len(out.read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("value", ["hot", 0, -1.5, True, None])
+def test_a_bad_temperature_is_one_line(model_folder, value):
+    config = json.loads((model_folder / "emotion_lab.json").read_text())
+    config["temperature"] = value
+    (model_folder / "emotion_lab.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=r"emotion_lab.json: temperature .* is not a positive number"):
+        EmotionPredictor.from_pretrained(model_folder)
+
+
+def test_a_folder_from_before_calibration_loads_with_temperature_one(model_folder):
+    config = json.loads((model_folder / "emotion_lab.json").read_text())
+    assert config.pop("temperature") == 1.0  # an untrained network was never calibrated
+    (model_folder / "emotion_lab.json").write_text(json.dumps(config))
+    assert EmotionPredictor.from_pretrained(model_folder).temperature == 1.0

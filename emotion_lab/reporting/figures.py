@@ -1,0 +1,119 @@
+"""A run's figures (matplotlib, headless): each function takes plain numbers and returns a Figure.
+
+The callback `emotion_lab.callbacks.figures.RunFigures` draws them after a test; other tools can
+call them on the numbers in a run folder. Titles carry the run's name and headline metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: training runs on servers without a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from emotion_lab.data.labels import LABELS  # noqa: E402
+
+# Per-class test F1 the reference BERT-BiLSTM-attention build reported (its own report; see
+# docs/experiments/2026-11-26-benchmark-ablations.md): the comparison every run's F1 chart shows.
+REFERENCE_F1 = {"sadness": 0.73, "joy": 0.81, "love": 0.40, "anger": 0.61, "fear": 0.63, "surprise": 0.48}
+
+
+def f1_bars(f1: Mapping[str, float], title: str, reference: Mapping[str, float] | None = REFERENCE_F1) -> Figure:
+    """Per-class F1 as bars, with the reference build's beside them."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    x = np.arange(len(LABELS))
+    width = 0.4 if reference else 0.7
+    ours = ax.bar(x - (width / 2 if reference else 0), [f1[label] for label in LABELS], width, label="this run")
+    ax.bar_label(ours, fmt="%.2f", fontsize=8)
+    if reference:
+        theirs = ax.bar(x + width / 2, [reference[label] for label in LABELS], width, label="reference build")
+        ax.bar_label(theirs, fmt="%.2f", fontsize=8)
+    ax.set(xticks=x, xticklabels=LABELS, ylim=(0, 1.08), ylabel="F1", xlabel="emotion", title=title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def class_pies(counts: Mapping[str, Sequence[int]], title: str) -> Figure:
+    """One pie per split: the share of each emotion, with its count."""
+    fig, axes = plt.subplots(1, len(counts), figsize=(5 * len(counts), 5))
+    for ax, (split, split_counts) in zip(np.atleast_1d(axes), counts.items()):
+        total = sum(split_counts)
+        ax.pie(
+            split_counts,
+            labels=[f"{label}\n{n}" for label, n in zip(LABELS, split_counts)],
+            autopct=lambda share: f"{share:.1f}%",
+            startangle=90,
+            counterclock=False,
+        )
+        ax.set_title(f"{split} ({total} sentences)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def precision_recall_f1_lines(scores: Mapping[str, Mapping[str, float]], title: str) -> Figure:
+    """Precision, recall and F1 per class as three lines (`scores[metric][label]`)."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for metric, marker in (("precision", "o"), ("recall", "s"), ("f1", "^")):
+        ax.plot(LABELS, [scores[metric][label] for label in LABELS], marker=marker, label=metric)
+    ax.set(ylim=(0, 1.02), ylabel="score", xlabel="emotion", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_heatmap(matrix: np.ndarray, title: str) -> Figure:
+    """The confusion matrix normalised by true class (recall on the diagonal), with each cell's share."""
+    matrix = np.asarray(matrix, dtype=float)
+    shares = matrix / np.clip(matrix.sum(1, keepdims=True), 1, None)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (row, col), share in np.ndenumerate(shares):
+        ax.text(col, row, f"{share:.2f}", ha="center", va="center", color="white" if share > 0.5 else "black")
+    ticks = np.arange(len(LABELS))
+    ax.set(xticks=ticks, yticks=ticks, xticklabels=LABELS, yticklabels=LABELS, xlabel="predicted", ylabel="true")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagram(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title: str, bins: int = 15
+) -> Figure:
+    """Accuracy against confidence per bin, one line per curve name (e.g. raw and temperature-scaled),
+    each labelled with its ECE. `curves[name] = (confidence of the predicted label, correct, ece)`."""
+    edges = np.linspace(0, 1, bins + 1)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
+    for name, (confidence, correct, ece) in curves.items():
+        which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+        filled = [b for b in range(bins) if (which == b).any()]
+        ax.plot(
+            [confidence[which == b].mean() for b in filled],
+            [correct[which == b].mean() for b in filled],
+            marker="o",
+            label=f"{name} (ECE {ece:.4f})",
+        )
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (probability of the predicted label)", ylabel="accuracy")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: Figure, path_without_suffix) -> list[str]:
+    """Write `fig` as PNG and SVG; returns the paths. Closes the figure."""
+    paths = []
+    for suffix in (".png", ".svg"):
+        path = f"{path_without_suffix}{suffix}"
+        fig.savefig(path, dpi=110)
+        paths.append(path)
+    plt.close(fig)
+    return paths
