@@ -52,7 +52,7 @@ def class_pies(counts: Mapping[str, Sequence[int]], title: str) -> Figure:
         )
         ax.set_title(f"{split} ({total} sentences)")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.92))  # room for the title above the pies' own titles
     return fig
 
 
@@ -88,19 +88,19 @@ def reliability_diagram(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title: str, bins: int = 15
 ) -> Figure:
     """Accuracy against confidence per bin, one line per curve name (e.g. raw and temperature-scaled),
-    each labelled with its ECE. `curves[name] = (confidence of the predicted label, correct, ece)`."""
+    each labelled with its ECE; a point's area is its bin's share of the sentences (ECE weighs bins so).
+    `curves[name] = (confidence of the predicted label, correct, ece)`."""
     edges = np.linspace(0, 1, bins + 1)
     fig, ax = plt.subplots(figsize=(6, 6))
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
     for name, (confidence, correct, ece) in curves.items():
         which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
         filled = [b for b in range(bins) if (which == b).any()]
-        ax.plot(
-            [confidence[which == b].mean() for b in filled],
-            [correct[which == b].mean() for b in filled],
-            marker="o",
-            label=f"{name} (ECE {ece:.4f})",
-        )
+        x = [confidence[which == b].mean() for b in filled]
+        y = [correct[which == b].mean() for b in filled]
+        (line,) = ax.plot(x, y, label=f"{name} (ECE {ece:.4f})")
+        shares = np.array([(which == b).mean() for b in filled])
+        ax.scatter(x, y, s=20 + 600 * shares, color=line.get_color(), alpha=0.7)
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (probability of the predicted label)", ylabel="accuracy")
     ax.set_title(title)
     ax.legend(loc="upper left")
