@@ -4,9 +4,9 @@
     python -m emotion_lab.evaluate ckpt_path=... data.dir=/other/emotion
 
 The network is rebuilt from the checkpoint alone (it stores its own config; nothing is unpickled),
-so no training config is needed. Validates first (to fit the temperature on the validation split),
-then tests. Writes test_report.txt, test_report.json, metrics.json and figures/ into
-outputs/evaluate/runs/<time>/.
+so no training config is needed. Validates first (fitting a temperature on the validation split
+when the checkpoint carries none, as checkpoints from before calibration do), then tests. Writes
+test_report.txt, test_report.json, metrics.json and figures/ into outputs/evaluate/runs/<time>/.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         logger=instantiate_loggers(cfg.get("logger")),
         callbacks=[TestReport(str(output_dir)), RunFigures(str(output_dir), f"evaluate {Path(cfg.ckpt_path).stem}")],
     )
-    # Validation first: it fits the temperature the test's calibrated scores use (test/*_calibrated).
+    # Validation first: the test's calibrated scores use the checkpoint's temperature, or one fitted here.
     trainer.validate(model, datamodule=datamodule, verbose=False)
     val_metrics = metrics_to_floats(trainer.callback_metrics)
     trainer.test(model, datamodule=datamodule)

@@ -22,14 +22,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 
 from emotion_lab.errors import UserInputError
+from emotion_lab.inference.batching import Limits
 from emotion_lab.inference.predictor import BACKENDS, EmotionPredictor
 
 log = logging.getLogger("emotion_lab.serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from emotion_lab.inference.server import Limits
-
     defaults = Limits()
     parser = argparse.ArgumentParser(prog="python -m emotion_lab.serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a saved model folder (or a Lightning .ckpt)")
@@ -58,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvicorn
 
-        from emotion_lab.inference.server import Limits, create_app
+        from emotion_lab.inference.server import create_app
     except ImportError as err:
         print(
             f"error: serving needs FastAPI and uvicorn ({err.name} is missing): pip install -e '.[serve]'",

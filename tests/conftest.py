@@ -78,7 +78,8 @@ def tiny_encoder(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, tiny_encoder):
-    """A model folder with the default network settings (padded BiLSTM, attention) and random tiny weights."""
+    """A model folder with the default network settings (padded BiLSTM, attention), random tiny weights
+    and temperature 0.5."""
     import torch
 
     from emotion_lab.inference.predictor import EmotionPredictor
@@ -87,9 +88,9 @@ def tiny_model(tmp_path_factory, tiny_encoder):
 
     torch.manual_seed(0)
     net = BiLSTMAttentionNet(tiny_encoder, lstm_hidden=16)
-    return EmotionPredictor(net, load_tokenizer(tiny_encoder), max_length=64).save_pretrained(
-        tmp_path_factory.mktemp("tiny") / "model"
-    )
+    # A temperature away from 1: a backend or endpoint that skipped it would give other probabilities.
+    predictor = EmotionPredictor(net, load_tokenizer(tiny_encoder), max_length=64, temperature=0.5)
+    return predictor.save_pretrained(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,9 @@ import sys
 import pytest
 
 httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
+pytest.importorskip("onnxruntime")
 
 from emotion_lab.serve import main  # noqa: E402
 from emotion_lab.tools.load_test import free_port, wait_for_server  # noqa: E402

@@ -11,6 +11,7 @@ from sklearn.metrics import confusion_matrix
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from emotion_lab.data.labels import LABELS
+from emotion_lab.reporting import figures
 
 
 class ConfusionMatrixFigure(L.Callback):
@@ -56,8 +57,9 @@ class ConfusionMatrixFigure(L.Callback):
 class RunFigures(L.Callback):
     """After the test, writes the run's figures to `<output_dir>/figures/` (PNG and SVG) and to
     TensorBoard (`test_figures/...`): per-class F1 beside the reference build's, the class
-    distribution of each split, precision / recall / F1 per class, the confusion matrix, and a
-    reliability diagram before and after temperature scaling."""
+    distribution of each split, precision / recall / F1 per class, the confusion matrix (PNG only:
+    `ConfusionMatrixFigure` puts it in TensorBoard), and a reliability diagram before and after
+    temperature scaling."""
 
     def __init__(self, output_dir: str, run_name: str = "") -> None:
         self.output_dir = Path(output_dir)
@@ -73,9 +75,6 @@ class RunFigures(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._batches or not trainer.is_global_zero:
             return
-        from emotion_lab.models.calibration import calibration_scores
-        from emotion_lab.reporting import figures
-
         logits, targets = (torch.cat(parts) for parts in zip(*self._batches))
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         name = self.run_name or self.output_dir.name
@@ -84,29 +83,36 @@ class RunFigures(L.Callback):
             kind: {label: metrics.get(f"test_{kind}/{label}", float("nan")) for label in LABELS}
             for kind in ("precision", "recall", "f1")
         }
-        temperature = float(getattr(pl_module, "temperature", 1.0))
-        curves = {}
-        for curve, t in (("raw", 1.0), (f"temperature {temperature:.2f}", temperature)):
-            probs = (logits / t).softmax(-1)
-            confidence, predicted = probs.max(-1)
-            ece = calibration_scores(logits, targets, t)["ece"]
-            curves[curve] = (confidence.numpy(), (predicted == targets).float().numpy(), ece)
         drawn = {
             "f1_by_class": figures.f1_bars(per_class["f1"], f"{name}: F1 by emotion ({headline})"),
             "precision_recall_f1": figures.precision_recall_f1_lines(per_class, f"{name}: per-class scores"),
-            "confusion_matrix": figures.confusion_heatmap(
-                confusion_matrix(targets.numpy(), logits.argmax(-1).numpy(), labels=list(range(len(LABELS)))),
-                f"{name}: test confusion matrix (rows: true)",
+            "reliability": figures.reliability_diagram(
+                self._reliability(logits, targets, metrics, getattr(pl_module, "temperature", None)),
+                f"{name}: test reliability",
             ),
-            "reliability": figures.reliability_diagram(curves, f"{name}: test reliability"),
         }
         counts = getattr(trainer.datamodule, "split_counts", None)
         if counts:
             drawn["class_distribution"] = figures.class_pies(counts, f"{name}: emotions per split")
         folder = self.output_dir / "figures"
         folder.mkdir(parents=True, exist_ok=True)
-        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        for key, fig in drawn.items():
-            for logger in loggers:
+        for logger in [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]:
+            for key, fig in drawn.items():
                 logger.experiment.add_figure(f"test_figures/{key}", fig, global_step=trainer.global_step, close=False)
+        matrix = confusion_matrix(targets.numpy(), logits.argmax(-1).numpy(), labels=list(range(len(LABELS))))
+        drawn["confusion_matrix"] = figures.confusion_heatmap(matrix, f"{name}: test confusion matrix (rows: true)")
+        for key, fig in drawn.items():
             figures.save(fig, folder / key)
+
+    @staticmethod
+    def _reliability(logits: torch.Tensor, targets: torch.Tensor, metrics: dict, temperature: float | None) -> dict:
+        """Curves for the reliability diagram: raw, and temperature-scaled when a temperature was fitted."""
+        curves = {}
+        scaled = [("raw", 1.0, "test/ece")]
+        if temperature is not None and temperature != 1.0:
+            scaled.append((f"temperature {temperature:.2f}", temperature, "test/ece_calibrated"))
+        for curve, t, ece in scaled:
+            confidence, predicted = (logits / t).softmax(-1).max(-1)
+            correct = (predicted == targets).float().numpy()
+            curves[curve] = (confidence.numpy(), correct, metrics.get(ece, float("nan")))
+        return curves

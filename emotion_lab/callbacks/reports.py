@@ -38,7 +38,7 @@ class TestReport(L.Callback):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         report = classification_report(targets, preds, output_dict=True, **kwargs)
         text = classification_report(targets, preds, digits=self.digits, **kwargs)
-        calibration = calibration_lines(trainer.callback_metrics, getattr(pl_module, "temperature", 1.0))
+        calibration = calibration_lines(trainer.callback_metrics, getattr(pl_module, "temperature", None) or 1.0)
         if calibration:
             report["calibration"] = calibration
             text += "\n" + "\n".join(f"{name:>28} {value:.{self.digits}f}" for name, value in calibration.items())

@@ -33,6 +33,7 @@ from torch import nn
 
 from emotion_lab.data.labels import LABELS
 from emotion_lab.errors import ModelLoadError, first_line
+from emotion_lab.models.calibration import checked_temperature
 from emotion_lab.models.encoder import load_tokenizer
 from emotion_lab.models.loading import build_network, read_checkpoint
 
@@ -269,11 +270,10 @@ def _has_onnxruntime() -> bool:
 
 
 def _temperature(source: dict, where: Path) -> float:
-    """The fitted temperature a model file records (1.0 for files from before calibration)."""
-    value = source.get("temperature", 1.0)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
-        raise ModelLoadError(f"{where}: temperature {value!r} is not a positive number")
-    return float(value)
+    if "temperature" in source and source["temperature"] is None:
+        raise ModelLoadError(f"{where}: temperature None is not a positive number")
+    found = checked_temperature(source.get("temperature"), where)
+    return 1.0 if found is None else found  # files from before calibration: probabilities as trained
 
 
 def _read_folder_config(folder: Path) -> dict:

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from scipy.optimize import minimize_scalar
 from torchmetrics.functional.classification import multiclass_calibration_error
 
+from emotion_lab.errors import ModelLoadError
+
 ECE_BINS = 15
 TEMPERATURE_RANGE = (0.05, 20.0)
 
@@ -39,3 +41,13 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
 
     low, high = (math.log(t) for t in TEMPERATURE_RANGE)
     return math.exp(minimize_scalar(nll, bounds=(low, high), method="bounded", options={"xatol": 1e-4}).x)
+
+
+def checked_temperature(value, where) -> float | None:
+    """A temperature read from a file: None when it has none (files from before calibration), else a
+    positive finite number, or ModelLoadError naming `where`."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ModelLoadError(f"{where}: temperature {value!r} is not a positive number")
+    return float(value)

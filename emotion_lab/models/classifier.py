@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics import CatMetric, MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassF1Score,
@@ -22,7 +22,7 @@ from torchmetrics.wrappers import ClasswiseWrapper
 
 from emotion_lab.data.labels import ID2LABEL, LABELS, NUM_CLASSES
 from emotion_lab.errors import ConfigError, ModelLoadError, TrainingDivergedError, first_line
-from emotion_lab.models.calibration import calibration_scores, fit_temperature
+from emotion_lab.models.calibration import calibration_scores, checked_temperature, fit_temperature
 from emotion_lab.models.loading import build_network, read_checkpoint
 from emotion_lab.models.losses import CrossEntropyLoss, FocalLoss, consistency_kl
 from emotion_lab.models.optim import WarmupSchedule, encoder_groups
@@ -127,9 +127,12 @@ class EmotionClassifier(L.LightningModule):
         self.val_f1_best = MaxMetric()
         self.skipped_steps = 0
         self.skipped_in_a_row = 0
-        # Fitted on each validation epoch's logits, so a checkpoint carries the temperature of its weights.
-        self.temperature = 1.0
-        self._logits: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
+        # Fitted on each validation's logits while training (so a checkpoint carries the temperature of its
+        # weights), or by a validation of a model that has none yet (None: from before calibration).
+        self.temperature: float | None = None
+        # Every process's logits, gathered on compute(): the temperature and ECE see the whole split under DDP.
+        self.val_logits, self.val_targets = CatMetric(), CatMetric()
+        self.test_logits, self.test_targets = CatMetric(), CatMetric()
 
     @staticmethod
     def metric_names() -> set[str]:
@@ -247,11 +250,9 @@ class EmotionClassifier(L.LightningModule):
         loss, logits = self._step(batch)
         self.val_loss(loss, weight=batch["labels"].numel())
         self.val_metrics.update(logits, batch["labels"])
-        self._logits["val"].append((logits.detach().float().cpu(), batch["labels"].cpu()))
+        self.val_logits.update(logits.detach().float())
+        self.val_targets.update(batch["labels"])
         return {"preds": logits.argmax(-1), "targets": batch["labels"]}
-
-    def on_validation_epoch_start(self) -> None:
-        self._logits["val"] = []
 
     def on_validation_epoch_end(self) -> None:
         metrics = self.val_metrics.compute()
@@ -260,38 +261,44 @@ class EmotionClassifier(L.LightningModule):
         self.log("val/loss", self.val_loss, prog_bar=True)
         self.log_dict(metrics, prog_bar=False)
         self.log("val/f1_weighted_best", self.val_f1_best.compute(), prog_bar=True)
-        logits, targets = self._collected("val")
-        if logits is not None and not self.trainer.sanity_checking:
-            # This process's share of the split (all of it on one device).
+        logits, targets = self._gathered(self.val_logits, self.val_targets)
+        if logits is None or self.trainer.sanity_checking:
+            return
+        if not torch.isfinite(logits).all():
+            log.warning("validation logits are not finite: temperature not fitted")
+        elif self.trainer.state.fn == "fit" or self.temperature is None:
             self.temperature = fit_temperature(logits, targets)
+        if self.temperature is not None:
             self.log("val/temperature", self.temperature)
             self.log_dict({f"val/{k}": v for k, v in calibration_scores(logits, targets).items()})
 
-    def _collected(self, stage: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        if not self._logits[stage]:
+    @staticmethod
+    def _gathered(logits: CatMetric, targets: CatMetric) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The stage's logits and targets from every process, then reset; (None, None) when it saw none."""
+        if not logits.update_count:
             return None, None
-        logits, targets = zip(*self._logits[stage])
-        return torch.cat(logits), torch.cat(targets)
+        gathered = logits.compute().cpu(), targets.compute().cpu().long()  # CatMetric stores floats
+        logits.reset()
+        targets.reset()
+        return gathered
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         loss, logits = self._step(batch)
         self.test_loss(loss, weight=batch["labels"].numel())
         self.test_metrics.update(logits, batch["labels"])
-        self._logits["test"].append((logits.detach().float().cpu(), batch["labels"].cpu()))
+        self.test_logits.update(logits.detach().float())
+        self.test_targets.update(batch["labels"])
         return {"preds": logits.argmax(-1), "targets": batch["labels"], "logits": logits.detach()}
-
-    def on_test_epoch_start(self) -> None:
-        self._logits["test"] = []
 
     def on_test_epoch_end(self) -> None:
         metrics = self.test_metrics.compute()
         self.test_metrics.reset()
         self.log("test/loss", self.test_loss)
         self.log_dict(metrics)
-        logits, targets = self._collected("test")
-        if logits is not None:
+        logits, targets = self._gathered(self.test_logits, self.test_targets)
+        if logits is not None and torch.isfinite(logits).all():
             raw = calibration_scores(logits, targets)
-            calibrated = calibration_scores(logits, targets, self.temperature)
+            calibrated = calibration_scores(logits, targets, self.temperature or 1.0)
             self.log_dict({f"test/{k}": v for k, v in raw.items()})
             self.log_dict({f"test/{k}_calibrated": v for k, v in calibrated.items()})
 
@@ -317,13 +324,14 @@ class EmotionClassifier(L.LightningModule):
             "skipped_steps": self.skipped_steps,
             "skipped_in_a_row": self.skipped_in_a_row,
         }
-        checkpoint["temperature"] = self.temperature
+        if self.temperature is not None:
+            checkpoint["temperature"] = self.temperature
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("emotion_lab_state", {})
         self.skipped_steps = state.get("skipped_steps", 0)
         self.skipped_in_a_row = state.get("skipped_in_a_row", 0)
-        self.temperature = float(checkpoint.get("temperature", 1.0))  # checkpoints from before calibration: 1
+        self.temperature = checked_temperature(checkpoint.get("temperature"), "checkpoint")
         # Restored at the first training batch, not now: restoring runs validation first, which draws too.
         self._resume_rng = state.get("torch_rng")
 
@@ -383,5 +391,5 @@ def load_classifier(
         raise ModelLoadError(
             f"{path}: weights do not fit the network its config describes ({first_line(err)})"
         ) from None
-    model.temperature = float(checkpoint.get("temperature", 1.0))
+    model.temperature = checked_temperature(checkpoint.get("temperature"), path)
     return model.eval()

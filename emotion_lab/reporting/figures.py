@@ -1,4 +1,7 @@
-"""A run's figures (matplotlib, headless): each function takes plain numbers and returns a Figure.
+"""A run's figures: each function takes plain numbers and returns a matplotlib Figure.
+
+Figures are built without pyplot, so drawing them needs no display and leaves the process's
+plotting backend (a notebook's inline plots, say) as it was.
 
 The callback `emotion_lab.callbacks.figures.RunFigures` draws them after a test; other tools can
 call them on the numbers in a run folder. Titles carry the run's name and headline metric.
@@ -8,23 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # headless: training runs on servers without a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from emotion_lab.data.labels import LABELS
 
-from emotion_lab.data.labels import LABELS  # noqa: E402
-
-# Per-class test F1 the reference BERT-BiLSTM-attention build reported (its own report; see
-# docs/experiments/2026-11-26-benchmark-ablations.md): the comparison every run's F1 chart shows.
+# Per-class test F1 the reference BERT-BiLSTM-attention build reported (its own report, weighted 0.70,
+# macro 0.61; docs/experiments/2026-11-27-calibration-and-figures.md): every run's F1 chart shows it.
 REFERENCE_F1 = {"sadness": 0.73, "joy": 0.81, "love": 0.40, "anger": 0.61, "fear": 0.63, "surprise": 0.48}
 
 
 def f1_bars(f1: Mapping[str, float], title: str, reference: Mapping[str, float] | None = REFERENCE_F1) -> Figure:
     """Per-class F1 as bars, with the reference build's beside them."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
     x = np.arange(len(LABELS))
     width = 0.4 if reference else 0.7
     ours = ax.bar(x - (width / 2 if reference else 0), [f1[label] for label in LABELS], width, label="this run")
@@ -40,7 +40,8 @@ def f1_bars(f1: Mapping[str, float], title: str, reference: Mapping[str, float] 
 
 def class_pies(counts: Mapping[str, Sequence[int]], title: str) -> Figure:
     """One pie per split: the share of each emotion, with its count."""
-    fig, axes = plt.subplots(1, len(counts), figsize=(5 * len(counts), 5))
+    fig = Figure(figsize=(5 * len(counts), 5))
+    axes = fig.subplots(1, len(counts))
     for ax, (split, split_counts) in zip(np.atleast_1d(axes), counts.items()):
         total = sum(split_counts)
         ax.pie(
@@ -58,7 +59,8 @@ def class_pies(counts: Mapping[str, Sequence[int]], title: str) -> Figure:
 
 def precision_recall_f1_lines(scores: Mapping[str, Mapping[str, float]], title: str) -> Figure:
     """Precision, recall and F1 per class as three lines (`scores[metric][label]`)."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
     for metric, marker in (("precision", "o"), ("recall", "s"), ("f1", "^")):
         ax.plot(LABELS, [scores[metric][label] for label in LABELS], marker=marker, label=metric)
     ax.set(ylim=(0, 1.02), ylabel="score", xlabel="emotion", title=title)
@@ -72,7 +74,8 @@ def confusion_heatmap(matrix: np.ndarray, title: str) -> Figure:
     """The confusion matrix normalised by true class (recall on the diagonal), with each cell's share."""
     matrix = np.asarray(matrix, dtype=float)
     shares = matrix / np.clip(matrix.sum(1, keepdims=True), 1, None)
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig = Figure(figsize=(7, 6))
+    ax = fig.subplots()
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for (row, col), share in np.ndenumerate(shares):
         ax.text(col, row, f"{share:.2f}", ha="center", va="center", color="white" if share > 0.5 else "black")
@@ -91,7 +94,8 @@ def reliability_diagram(
     each labelled with its ECE; a point's area is its bin's share of the sentences (ECE weighs bins so).
     `curves[name] = (confidence of the predicted label, correct, ece)`."""
     edges = np.linspace(0, 1, bins + 1)
-    fig, ax = plt.subplots(figsize=(6, 6))
+    fig = Figure(figsize=(6, 6))
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
     for name, (confidence, correct, ece) in curves.items():
         which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
@@ -109,11 +113,8 @@ def reliability_diagram(
 
 
 def save(fig: Figure, path_without_suffix) -> list[str]:
-    """Write `fig` as PNG and SVG; returns the paths. Closes the figure."""
-    paths = []
-    for suffix in (".png", ".svg"):
-        path = f"{path_without_suffix}{suffix}"
+    """Write `fig` as PNG and SVG; returns the paths."""
+    paths = [f"{path_without_suffix}{suffix}" for suffix in (".png", ".svg")]
+    for path in paths:
         fig.savefig(path, dpi=110)
-        paths.append(path)
-    plt.close(fig)
     return paths

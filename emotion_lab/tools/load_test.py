@@ -136,9 +136,10 @@ def markdown(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        p50, p99 = (f"{r[k]:.1f}" if r[k] is not None else "n/a (all failed)" for k in ("p50_ms", "p99_ms"))
         lines.append(
-            f"| {r['concurrency']} | {r['requests']} | {r['failed']} | {r['requests_per_s']:.0f} | {r['p50_ms']:.1f} "
-            f"| {r['p99_ms']:.1f} | {r['mean_batch_texts']:.1f} | {r['rss_mb_start']:.0f}, {r['rss_mb_end']:.0f} "
+            f"| {r['concurrency']} | {r['requests']} | {r['failed']} | {r['requests_per_s']:.0f} | {p50} "
+            f"| {p99} | {r['mean_batch_texts']:.1f} | {r['rss_mb_start']:.0f}, {r['rss_mb_end']:.0f} "
             f"({r['rss_mb_max']:.0f}) |"
         )
     return "\n".join(lines) + "\n"

@@ -55,7 +55,11 @@ def test_int8_onnx_runs_and_stays_close(tiny_onnx_model):
 def test_onnx_predictor_gives_the_torch_predictions(tiny_onnx_model):
     torch_preds = EmotionPredictor.from_pretrained(tiny_onnx_model, backend="torch").predict(TEXTS, top_words=2)
     onnx_model = EmotionPredictor.from_pretrained(tiny_onnx_model, backend="onnx")
-    assert onnx_model.net is None and onnx_model.backend.name == "onnx fp32"
+    assert onnx_model.net is None and onnx_model.backend.name == "onnx fp32" and onnx_model.temperature == 0.5
+    (logits, _), _, _ = torch_and_onnx(tiny_onnx_model, TEXTS[:1])
+    assert list(onnx_model.predict(TEXTS[:1])[0].probs.values()) == pytest.approx(
+        (logits[0] / 0.5).softmax(-1).tolist()
+    )
     onnx_preds = onnx_model.predict(TEXTS, top_words=2)
     for ours, theirs in zip(onnx_preds, torch_preds):
         assert ours.label == theirs.label
@@ -109,3 +113,26 @@ def test_exporting_over_a_folder_drops_its_old_onnx_files(tiny_onnx_model, tmp_p
     export(tiny_onnx_model, folder)  # new weights, no ONNX asked: the old graphs must not be served with them
     assert not (folder / "model.onnx").exists() and not (folder / "model.int8.onnx").exists()
     assert EmotionPredictor.from_pretrained(folder, backend="auto").backend.name == "torch fp32"
+
+
+@pytest.mark.parametrize(
+    "net_config",
+    [
+        {"_target_": "emotion_lab.models.networks.EncoderLinearNet"},
+        {"_target_": "emotion_lab.models.networks.BiLSTMAttentionNet", "lstm_hidden": 16, "attn_heads": 0},
+        {"_target_": "emotion_lab.models.networks.BiLSTMAttentionNet", "lstm_layers": 0, "attn_heads": 2},
+    ],
+    ids=["encoder_linear", "no_attention", "no_lstm"],
+)
+def test_every_network_variant_exports(tiny_encoder, tmp_path, net_config):
+    from emotion_lab.models.encoder import load_tokenizer
+    from emotion_lab.models.loading import build_network
+
+    torch.manual_seed(0)
+    net = build_network({**net_config, "encoder_name": tiny_encoder}, ())
+    folder = EmotionPredictor(net, load_tokenizer(tiny_encoder), max_length=64).save_pretrained(tmp_path / "m")
+    export(folder, folder, onnx=True)  # checks the logits against torch on batches of many lengths
+    onnx_model = EmotionPredictor.from_pretrained(folder, backend="onnx")
+    torch_model = EmotionPredictor.from_pretrained(folder, backend="torch")
+    for ours, theirs in zip(onnx_model.predict(TEXTS), torch_model.predict(TEXTS)):
+        assert ours.probs == pytest.approx(theirs.probs, abs=1e-5)

@@ -10,24 +10,27 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
+pytest.importorskip("aiohttp")
 
 from emotion_lab.data.labels import LABELS  # noqa: E402
+from emotion_lab.inference.batching import Limits  # noqa: E402
 from emotion_lab.inference.predictor import EmotionPredictor, Prediction  # noqa: E402
-from emotion_lab.inference.server import Limits, create_app  # noqa: E402
+from emotion_lab.inference.server import create_app  # noqa: E402
 from emotion_lab.tools.load_test import free_port, wait_for_server  # noqa: E402
 
 
 @contextmanager
 def serving(predictor, limits: Limits, card: str = ""):
-    """The app over `predictor`, served by uvicorn in a thread on a free port: real HTTP."""
-    port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(create_app(predictor, limits, card=card), port=port, log_level="warning"))
+    """The app over `predictor`, served by uvicorn in a thread on a free port: real HTTP. Yields (url, app)."""
+    port, app = free_port(), create_app(predictor, limits, card=card)
+    uv = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
     wait_for_server(url, seconds=60)
     try:
-        yield url
+        yield url, app
     finally:
         uv.should_exit = True
         thread.join(timeout=10)
@@ -37,7 +40,7 @@ def serving(predictor, limits: Limits, card: str = ""):
 def server(tiny_model):
     # A generous wait makes concurrent requests meet in one batch on a loaded test machine.
     limits = Limits(max_chars=1000, max_texts=32, max_wait_ms=100.0)
-    with serving(EmotionPredictor.from_pretrained(tiny_model), limits, card="tiny card") as url:
+    with serving(EmotionPredictor.from_pretrained(tiny_model), limits, card="tiny card") as (url, _):
         yield url
 
 
@@ -88,6 +91,7 @@ def test_health_and_model_card(server):
     [
         (b"", 422, "empty body"),
         (b"{not json", 422, "not valid JSON"),
+        (b'{"text": "caf\xe9"}', 400, "There was an error parsing the body"),  # Latin-1 bytes, not UTF-8
         (json.dumps({"texts": "one string"}).encode(), 422, "texts: Input should be a valid list"),
         (json.dumps({"text": 42}).encode(), 422, "text: Input should be a valid string"),
         (json.dumps({"texts": ["ok", 3]}).encode(), 422, "texts.1: Input should be a valid string"),
@@ -110,9 +114,10 @@ def test_bad_requests_get_a_4xx_with_a_reason(server, body, status, reason):
     assert reason in response.json()["error"]
 
 
-def test_wrong_method_and_path_are_4xx(server):
-    assert httpx.get(f"{server}/predict").status_code == 405
-    assert httpx.post(f"{server}/nothing", json={}).status_code == 404
+def test_wrong_method_and_path_are_4xx_with_a_reason(server):
+    wrong_method, no_path = httpx.get(f"{server}/predict"), httpx.post(f"{server}/nothing", json={})
+    assert (wrong_method.status_code, wrong_method.json()) == (405, {"error": "Method Not Allowed"})
+    assert (no_path.status_code, no_path.json()) == (404, {"error": "Not Found"})
 
 
 def test_a_body_without_content_length_is_refused(server):
@@ -135,19 +140,35 @@ def test_concurrent_requests_are_batched(server):
 
 
 def test_a_failing_request_fails_alone_and_the_server_lives_on():
-    with serving(SlowPredictor(delay=0.05), Limits(max_wait_ms=200.0)) as url:
-        texts = ["fine", "boom", "also fine", "fine again"]
-        with ThreadPoolExecutor(4) as pool:
+    with serving(SlowPredictor(delay=0.3), Limits(max_wait_ms=50.0)) as (url, _):
+        before = httpx.get(f"{url}/health").json()
+        with ThreadPoolExecutor(5) as pool:
+            busy = pool.submit(httpx.post, f"{url}/predict", json={"text": "keeps the worker busy"}, timeout=30)
+            time.sleep(0.1)  # the four below queue up while the first batch runs, then run as one batch
+            texts = ["fine", "boom", "also fine", "fine again"]
             answers = list(pool.map(lambda t: httpx.post(f"{url}/predict", json={"text": t}, timeout=30), texts))
+        assert busy.result().status_code == 200
         assert [a.status_code for a in answers] == [200, 500, 200, 200]
         assert answers[1].json()["error"] == "prediction failed: RuntimeError: the model broke"
         health = httpx.get(f"{url}/health")
         assert health.status_code == 200 and health.json()["status"] == "ok"
+        assert health.json()["batches"] - before["batches"] == 2  # the four shared one batch, then were retried
         assert httpx.post(f"{url}/predict", json={"text": "still here"}).status_code == 200
 
 
+def test_a_stopped_worker_answers_503_not_a_hang():
+    with serving(SlowPredictor(), Limits()) as (url, app):
+        worker = app.state.batcher._worker
+        worker.get_loop().call_soon_threadsafe(worker.cancel)  # as if the worker had died
+        time.sleep(0.2)
+        health = httpx.get(f"{url}/health")
+        assert health.status_code == 503 and health.json()["status"] == "prediction worker stopped"
+        answer = httpx.post(f"{url}/predict", json={"text": "hello"}, timeout=10)
+        assert answer.status_code == 503 and "not running" in answer.json()["error"]
+
+
 def test_a_full_queue_answers_503_with_retry_after():
-    with serving(SlowPredictor(delay=0.5), Limits(max_queued_texts=2, max_wait_ms=0.0)) as url:
+    with serving(SlowPredictor(delay=0.5), Limits(max_queued_texts=2, max_wait_ms=0.0)) as (url, _):
         with ThreadPoolExecutor(6) as pool:
             answers = list(
                 pool.map(lambda i: httpx.post(f"{url}/predict", json={"text": f"t{i}"}, timeout=30), range(6))

@@ -3,6 +3,7 @@ import json
 import pytest
 
 pytest.importorskip("aiohttp")
+pytest.importorskip("onnxruntime")
 
 from emotion_lab.tools.load_test import main  # noqa: E402
 
