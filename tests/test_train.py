@@ -1,3 +1,4 @@
+import csv
 import json
 import math
 import os
@@ -89,6 +90,14 @@ def test_training_writes_the_run_folder_and_evaluate_reproduces_the_test(tiny_tr
     assert saved["test/nll_calibrated"] != saved["test/nll"]
     assert eval_metrics["val/temperature"] == pytest.approx(saved["val/temperature"], abs=1e-4)
     assert "ece_calibrated" in report and f"{saved['val/temperature']:.4f}" in report
+    with (out / "errors.csv").open() as file:
+        errors = list(csv.DictReader(file))
+    assert (out / "errors.csv").read_text().splitlines()[0] == "text,true,predicted,probability"
+    for label in ("sadness", "joy", "love", "anger", "fear", "surprise"):
+        mine = [float(row["probability"]) for row in errors if row["true"] == label]
+        assert mine == sorted(mine, reverse=True)
+    assert all(row["true"] != row["predicted"] for row in errors)
+    assert "confusions that cost the most weighted F1" in report
     calibration = json.loads((out / "test_report.json").read_text())["calibration"]
     assert calibration["ece"] == pytest.approx(saved["test/ece"])
     # A checkpoint from before calibration has no temperature: evaluate fits one on validation.

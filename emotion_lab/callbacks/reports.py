@@ -10,24 +10,29 @@ import torch
 from sklearn.metrics import classification_report
 
 from emotion_lab.data.labels import LABELS
+from emotion_lab.reporting.errors import confident_mistakes, confusion_lines, costly_confusions, write_errors_csv
 
 
 class TestReport(L.Callback):
-    """Collects test predictions and writes `test_report.txt` (the usual classification-report
-    layout, then calibration) and `test_report.json` into `output_dir`."""
+    """Collects test predictions and writes into `output_dir`: `test_report.txt` (the usual
+    classification-report layout, then calibration, then the confusions that cost the most F1, with
+    examples), `test_report.json` (the same), and `errors.csv` (the most confident mistakes per true
+    class, with their probability after temperature scaling)."""
 
     def __init__(self, output_dir: str, digits: int = 4) -> None:
         self.output_dir = Path(output_dir)
         self.digits = digits
         self._preds: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
+        self._logits: list[torch.Tensor] = []
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._preds, self._targets = [], []
+        self._preds, self._targets, self._logits = [], [], []
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._preds.append(outputs["preds"].cpu())
         self._targets.append(outputs["targets"].cpu())
+        self._logits.append(outputs["logits"].float().cpu())
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # At the end, not the epoch's end: the module logs its calibration scores after the callbacks' epoch end.
@@ -43,8 +48,24 @@ class TestReport(L.Callback):
             report["calibration"] = calibration
             text += "\n" + "\n".join(f"{name:>28} {value:.{self.digits}f}" for name, value in calibration.items())
             text += "\n"
+        texts = self._texts(trainer, len(preds))
+        if texts is not None:
+            temperature = getattr(pl_module, "temperature", None) or 1.0
+            probs = (torch.cat(self._logits) / temperature).softmax(-1).numpy()
+            write_errors_csv(confident_mistakes(texts, targets, probs), self.output_dir / "errors.csv")
+            report["costly_confusions"] = costly_confusions(texts, targets, preds)
+            text += "\n" + confusion_lines(report["costly_confusions"])
         (self.output_dir / "test_report.txt").write_text(text)
         (self.output_dir / "test_report.json").write_text(json.dumps(report, indent=2))
+
+    @staticmethod
+    def _texts(trainer: L.Trainer, count: int) -> list[str] | None:
+        """The test sentences in the order the predictions came, when the datamodule can say."""
+        datamodule = getattr(trainer, "datamodule", None)
+        if not hasattr(datamodule, "eval_texts") or trainer.world_size > 1:  # a process sees only its shard
+            return None
+        texts = datamodule.eval_texts("test")
+        return texts if len(texts) == count else None
 
 
 def calibration_lines(metrics: dict, temperature: float) -> dict[str, float]:

@@ -147,8 +147,7 @@ class EmotionDataModule(L.LightningDataModule):
                 inner = torch.utils.data.RandomSampler(data, generator=generator)
             sampler = EpochSeeded(inner, generator, self.hparams.seed)
         else:
-            # Order does not change evaluation metrics, and sorted batches carry almost no padding.
-            sampler = sorted(range(len(data)), key=lengths.__getitem__)
+            sampler = self.eval_order(split)
         return DataLoader(
             data,
             batch_size=batch_size,
@@ -157,6 +156,16 @@ class EmotionDataModule(L.LightningDataModule):
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
         )
+
+    def eval_order(self, split: str) -> list[int]:
+        """The order a validation or test loader visits `split` in: by length. Order does not change
+        evaluation metrics, and sorted batches carry almost no padding."""
+        return sorted(range(len(self.lengths[split])), key=self.lengths[split].__getitem__)
+
+    def eval_texts(self, split: str) -> list[str]:
+        """The sentences of `split` in the order its evaluation loader yields them."""
+        texts = self.datasets[split].with_format(None)["text"]
+        return [texts[i] for i in self.eval_order(split)]
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -100,6 +100,20 @@ def test_batches_are_padded_per_batch_with_a_matching_mask(datamodule):
         assert mask[torch.arange(len(ids)), lengths - 1].all()  # right padding: real tokens first
 
 
+def test_eval_texts_come_in_the_test_loaders_order(datamodule, data_dir):
+    texts = datamodule.eval_texts("test")
+    lines = (data_dir / "test.txt").read_text().splitlines()
+    label_of = {line.rsplit(";", 1)[0]: LABELS.index(line.rsplit(";", 1)[1]) for line in lines}
+    ids, labels = [], []
+    for batch in datamodule.test_dataloader():
+        ids += [row[mask.bool()].tolist() for row, mask in zip(batch["input_ids"], batch["attention_mask"])]
+        labels += batch["labels"].tolist()
+    in_file = [line.rsplit(";", 1)[0] for line in lines]
+    assert sorted(texts) == sorted(in_file) and texts != in_file  # all of them, reordered by length
+    assert ids == [datamodule.tokenizer(text)["input_ids"] for text in texts]
+    assert labels == [label_of[text] for text in texts]
+
+
 @pytest.mark.parametrize("split", ["train", "validation", "test"])
 def test_every_example_is_seen_exactly_once_per_epoch(datamodule, split):
     loader = {
