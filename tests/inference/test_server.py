@@ -45,7 +45,8 @@ def server(tiny_model):
 
 
 class SlowPredictor:
-    """Answers after `delay` seconds; a text containing "boom" makes its whole batch fail."""
+    """Takes `delay` seconds over a batch holding a text that starts with "slow"; a text containing
+    "boom" makes its whole batch fail."""
 
     labels, max_length, net_config, temperature = LABELS, 64, {}, 1.0
 
@@ -56,7 +57,8 @@ class SlowPredictor:
         self.delay = delay
 
     def predict(self, texts, batch_size=64, top_words=0):
-        time.sleep(self.delay)
+        if any(text.startswith("slow") for text in texts):
+            time.sleep(self.delay)
         if any("boom" in text for text in texts):
             raise RuntimeError("the model broke")
         return [Prediction("joy", dict.fromkeys(LABELS, 1 / 6)) for _ in texts]
@@ -140,11 +142,11 @@ def test_concurrent_requests_are_batched(server):
 
 
 def test_a_failing_request_fails_alone_and_the_server_lives_on():
-    with serving(SlowPredictor(delay=0.3), Limits(max_wait_ms=50.0)) as (url, _):
+    with serving(SlowPredictor(delay=1.5), Limits(max_wait_ms=50.0)) as (url, _):
         before = httpx.get(f"{url}/health").json()
         with ThreadPoolExecutor(5) as pool:
-            busy = pool.submit(httpx.post, f"{url}/predict", json={"text": "keeps the worker busy"}, timeout=30)
-            time.sleep(0.1)  # the four below queue up while the first batch runs, then run as one batch
+            busy = pool.submit(httpx.post, f"{url}/predict", json={"text": "slow: keeps the worker busy"}, timeout=30)
+            time.sleep(0.3)  # the four below queue up while the first batch runs, then run as one batch
             texts = ["fine", "boom", "also fine", "fine again"]
             answers = list(pool.map(lambda t: httpx.post(f"{url}/predict", json={"text": t}, timeout=30), texts))
         assert busy.result().status_code == 200
@@ -171,7 +173,7 @@ def test_a_full_queue_answers_503_with_retry_after():
     with serving(SlowPredictor(delay=0.5), Limits(max_queued_texts=2, max_wait_ms=0.0)) as (url, _):
         with ThreadPoolExecutor(6) as pool:
             answers = list(
-                pool.map(lambda i: httpx.post(f"{url}/predict", json={"text": f"t{i}"}, timeout=30), range(6))
+                pool.map(lambda i: httpx.post(f"{url}/predict", json={"text": f"slow {i}"}, timeout=30), range(6))
             )
         busy = [a for a in answers if a.status_code == 503]
         assert busy and all(a.status_code in (200, 503) for a in answers)
