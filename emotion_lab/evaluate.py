@@ -6,7 +6,7 @@
 The network is rebuilt from the checkpoint alone (it stores its own config; nothing is unpickled),
 so no training config is needed. Validates first (fitting a temperature on the validation split
 when the checkpoint carries none, as checkpoints from before calibration do), then tests. Writes
-test_report.txt, test_report.json, metrics.json and figures/ into outputs/evaluate/runs/<time>/.
+test_report.txt, test_report.json, errors.csv, metrics.json and figures/ into outputs/evaluate/runs/<time>/.
 """
 
 from __future__ import annotations

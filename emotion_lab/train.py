@@ -7,7 +7,7 @@
     python -m emotion_lab.train debug=fdr                         # one batch of each stage
 
 Each run writes into outputs/<task_name>/runs/<time>/: .hydra/ (composed config), checkpoints/,
-tensorboard/, test_report.txt, test_report.json and metrics.json.
+tensorboard/, test_report.txt, test_report.json, errors.csv, figures/ and metrics.json.
 """
 
 from __future__ import annotations

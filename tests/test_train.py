@@ -22,6 +22,10 @@ from tests.conftest import QUIET, compose_config
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 
 
+def data_dir_of(cfg) -> Path:
+    return Path(cfg.data.dir)
+
+
 def evaluate_checkpoint(ckpt_path: str, data_dir: str, output_dir: Path) -> dict[str, float]:
     """`python -m emotion_lab.evaluate` on a checkpoint: its test metrics."""
     cfg = compose_config(
@@ -97,6 +101,11 @@ def test_training_writes_the_run_folder_and_evaluate_reproduces_the_test(tiny_tr
         mine = [float(row["probability"]) for row in errors if row["true"] == label]
         assert mine == sorted(mine, reverse=True)
     assert all(row["true"] != row["predicted"] for row in errors)
+    file_label = {
+        line.rsplit(";", 1)[0]: line.rsplit(";", 1)[1]
+        for line in (data_dir_of(tiny_train_cfg) / "test.txt").read_text().splitlines()
+    }
+    assert all(file_label[row["text"]] == row["true"] for row in errors)  # each sentence with its own label
     assert "confusions that cost the most weighted F1" in report
     calibration = json.loads((out / "test_report.json").read_text())["calibration"]
     assert calibration["ece"] == pytest.approx(saved["test/ece"])

@@ -32,7 +32,8 @@ class TestReport(L.Callback):
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._preds.append(outputs["preds"].cpu())
         self._targets.append(outputs["targets"].cpu())
-        self._logits.append(outputs["logits"].float().cpu())
+        if "logits" in outputs:  # a module of your own may return only preds and targets
+            self._logits.append(outputs["logits"].float().cpu())
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # At the end, not the epoch's end: the module logs its calibration scores after the callbacks' epoch end.
@@ -48,24 +49,28 @@ class TestReport(L.Callback):
             report["calibration"] = calibration
             text += "\n" + "\n".join(f"{name:>28} {value:.{self.digits}f}" for name, value in calibration.items())
             text += "\n"
-        texts = self._texts(trainer, len(preds))
-        if texts is not None:
-            temperature = getattr(pl_module, "temperature", None) or 1.0
-            probs = (torch.cat(self._logits) / temperature).softmax(-1).numpy()
-            write_errors_csv(confident_mistakes(texts, targets, probs), self.output_dir / "errors.csv")
+        texts = self._texts(trainer, targets)
+        logits = torch.cat(self._logits) if len(self._logits) == len(self._preds) else None
+        if texts is not None and logits is not None and torch.isfinite(logits).all():
             report["costly_confusions"] = costly_confusions(texts, targets, preds)
             text += "\n" + confusion_lines(report["costly_confusions"])
-        (self.output_dir / "test_report.txt").write_text(text)
-        (self.output_dir / "test_report.json").write_text(json.dumps(report, indent=2))
+            temperature = getattr(pl_module, "temperature", None) or 1.0
+            rows = confident_mistakes(texts, targets, (logits / temperature).softmax(-1).numpy())
+            write_errors_csv(rows, self.output_dir / "errors.csv")
+        (self.output_dir / "test_report.txt").write_text(text, encoding="utf-8")
+        (self.output_dir / "test_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
 
     @staticmethod
-    def _texts(trainer: L.Trainer, count: int) -> list[str] | None:
-        """The test sentences in the order the predictions came, when the datamodule can say."""
+    def _texts(trainer: L.Trainer, targets) -> list[str] | None:
+        """The test sentences in the order the predictions came: only when the datamodule can say, and its
+        labels in that order are the targets the test saw (not a shard, a partial test, or another order)."""
         datamodule = getattr(trainer, "datamodule", None)
-        if not hasattr(datamodule, "eval_texts") or trainer.world_size > 1:  # a process sees only its shard
+        if not hasattr(datamodule, "eval_examples") or getattr(trainer, "world_size", 1) > 1:
             return None
-        texts = datamodule.eval_texts("test")
-        return texts if len(texts) == count else None
+        examples = datamodule.eval_examples("test")
+        if [label for _, label in examples] != targets.tolist():
+            return None
+        return [text for text, _ in examples]
 
 
 def calibration_lines(metrics: dict, temperature: float) -> dict[str, float]:

@@ -162,10 +162,11 @@ class EmotionDataModule(L.LightningDataModule):
         evaluation metrics, and sorted batches carry almost no padding."""
         return sorted(range(len(self.lengths[split])), key=self.lengths[split].__getitem__)
 
-    def eval_texts(self, split: str) -> list[str]:
-        """The sentences of `split` in the order its evaluation loader yields them."""
-        texts = self.datasets[split].with_format(None)["text"]
-        return [texts[i] for i in self.eval_order(split)]
+    def eval_examples(self, split: str) -> list[tuple[str, int]]:
+        """(sentence, label id) of `split` in the order its evaluation loader yields them."""
+        data = self.datasets[split].with_format(None)
+        texts, labels = data["text"], data["label"]
+        return [(texts[i], labels[i]) for i in self.eval_order(split)]
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

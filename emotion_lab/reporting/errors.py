@@ -62,7 +62,7 @@ def costly_confusions(
 
 
 def write_errors_csv(rows: list[dict[str, object]], path: Path) -> Path:
-    with path.open("w", newline="") as file:
+    with path.open("w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=ERROR_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)

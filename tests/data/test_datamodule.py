@@ -100,8 +100,9 @@ def test_batches_are_padded_per_batch_with_a_matching_mask(datamodule):
         assert mask[torch.arange(len(ids)), lengths - 1].all()  # right padding: real tokens first
 
 
-def test_eval_texts_come_in_the_test_loaders_order(datamodule, data_dir):
-    texts = datamodule.eval_texts("test")
+def test_eval_examples_come_in_the_test_loaders_order(datamodule, data_dir):
+    examples = datamodule.eval_examples("test")
+    texts = [text for text, _ in examples]
     lines = (data_dir / "test.txt").read_text().splitlines()
     label_of = {line.rsplit(";", 1)[0]: LABELS.index(line.rsplit(";", 1)[1]) for line in lines}
     ids, labels = [], []
@@ -111,7 +112,7 @@ def test_eval_texts_come_in_the_test_loaders_order(datamodule, data_dir):
     in_file = [line.rsplit(";", 1)[0] for line in lines]
     assert sorted(texts) == sorted(in_file) and texts != in_file  # all of them, reordered by length
     assert ids == [datamodule.tokenizer(text)["input_ids"] for text in texts]
-    assert labels == [label_of[text] for text in texts]
+    assert labels == [label_of[text] for text in texts] == [label for _, label in examples]
 
 
 @pytest.mark.parametrize("split", ["train", "validation", "test"])

@@ -14,7 +14,7 @@ from emotion_lab.reporting.errors import (
     write_errors_csv,
 )
 
-# sadness=0, joy=1, love=2: three joy sentences read as love with different confidence, one sadness as joy.
+# sadness=0, joy=1, love=2: two joy sentences read as love with different confidence, one sadness as joy.
 TEXTS = ["a", "b", "c", "d", "e", "f"]
 TARGETS = np.array([1, 1, 1, 0, 0, 2])
 PROBS = np.array(
