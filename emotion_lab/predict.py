@@ -200,21 +200,8 @@ def batch(
     return count
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m emotion_lab.predict",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("model", help="a saved model folder or a Lightning .ckpt")
-    parser.add_argument("--input", help="batch mode: .txt, .csv or .jsonl file, or - for stdin")
-    parser.add_argument("--output", help="batch output file (default: stdout)")
-    parser.add_argument(
-        "--format", choices=["csv", "jsonl"], help="batch output format (default: from --output, else csv)"
-    )
-    parser.add_argument("--text-column", default="text", help="text column of .csv/.jsonl input (default: text)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--top-words", type=int, default=0, help="interactive: show the N most-attended word-pieces")
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """How a command loads its model (`predict`, `serve`): read back by `load_model`."""
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -235,14 +222,36 @@ def main(argv: list[str] | None = None) -> int:
         metavar="MODULE",
         help="a module besides emotion_lab whose EmotionNet subclasses the model may name (your own variant)",
     )
+
+
+def load_model(args: argparse.Namespace) -> EmotionPredictor:
+    return EmotionPredictor.from_pretrained(
+        args.model, trusted_modules=args.trust_module, backend=args.backend, int8=args.quantize
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m emotion_lab.predict",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", help="a saved model folder or a Lightning .ckpt")
+    parser.add_argument("--input", help="batch mode: .txt, .csv or .jsonl file, or - for stdin")
+    parser.add_argument("--output", help="batch output file (default: stdout)")
+    parser.add_argument(
+        "--format", choices=["csv", "jsonl"], help="batch output format (default: from --output, else csv)"
+    )
+    parser.add_argument("--text-column", default="text", help="text column of .csv/.jsonl input (default: text)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--top-words", type=int, default=0, help="interactive: show the N most-attended word-pieces")
+    add_model_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.batch_size < 1:
         parser.error(f"--batch-size {args.batch_size}: must be >= 1")
     try:
-        predictor = EmotionPredictor.from_pretrained(
-            args.model, trusted_modules=args.trust_module, backend=args.backend, int8=args.quantize
-        )
+        predictor = load_model(args)
         if args.input is None and args.format is None:
             interactive(predictor, top_words=args.top_words)
         else:

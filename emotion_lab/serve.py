@@ -23,7 +23,7 @@ import torch
 
 from emotion_lab.errors import UserInputError
 from emotion_lab.inference.batching import Limits
-from emotion_lab.inference.predictor import BACKENDS, EmotionPredictor
+from emotion_lab.predict import add_model_options, load_model
 
 log = logging.getLogger("emotion_lab.serve")
 
@@ -34,8 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", help="a saved model folder (or a Lightning .ckpt)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="as in emotion_lab.predict")
-    parser.add_argument("--quantize", action="store_true", help="int8 (torch dynamic or model.int8.onnx)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op threads of the model")
     parser.add_argument("--max-chars", type=int, default=defaults.max_chars, help="characters per text")
     parser.add_argument("--max-texts", type=int, default=defaults.max_texts, help="texts per request")
@@ -49,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-wait-ms", type=float, default=defaults.max_wait_ms, help="how long a batch waits for more requests"
     )
-    parser.add_argument("--trust-module", action="append", default=[], metavar="MODULE")
+    add_model_options(parser)
     return parser
 
 
@@ -76,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     try:
-        predictor = EmotionPredictor.from_pretrained(
-            args.model, trusted_modules=args.trust_module, backend=args.backend, int8=args.quantize
-        )
+        predictor = load_model(args)
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

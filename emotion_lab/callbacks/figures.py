@@ -10,6 +10,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from sklearn.metrics import confusion_matrix
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from emotion_lab.callbacks.reports import TestOutputs
 from emotion_lab.data.labels import LABELS
 from emotion_lab.reporting import figures
 
@@ -54,7 +55,7 @@ class ConfusionMatrixFigure(L.Callback):
         self._draw(trainer, "test")
 
 
-class RunFigures(L.Callback):
+class RunFigures(TestOutputs):
     """After the test, writes the run's figures to `<output_dir>/figures/` (PNG and SVG) and to
     TensorBoard (`test_figures/...`): per-class F1 beside the reference build's, the class
     distribution of each split, precision / recall / F1 per class, the confusion matrix (PNG only:
@@ -62,20 +63,14 @@ class RunFigures(L.Callback):
     temperature scaling."""
 
     def __init__(self, output_dir: str, run_name: str = "") -> None:
+        super().__init__()
         self.output_dir = Path(output_dir)
         self.run_name = run_name
-        self._batches: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._batches = []
-
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._batches.append((outputs["logits"].float().cpu(), outputs["targets"].cpu()))
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._batches or not trainer.is_global_zero:
+        logits, targets = self.collected("logits"), self.collected("targets")
+        if logits is None or not trainer.is_global_zero:
             return
-        logits, targets = (torch.cat(parts) for parts in zip(*self._batches))
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         name = self.run_name or self.output_dir.name
         headline = f"test weighted F1 {metrics.get('test/f1_weighted', float('nan')):.4f}"

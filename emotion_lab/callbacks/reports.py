@@ -13,33 +13,44 @@ from emotion_lab.data.labels import LABELS
 from emotion_lab.reporting.errors import confident_mistakes, confusion_lines, costly_confusions, write_errors_csv
 
 
-class TestReport(L.Callback):
+class TestOutputs(L.Callback):
+    """Base of the callbacks that read the test's predictions: collects each batch's `preds`, `targets`
+    and, when the module returns them, `logits`."""
+
+    def __init__(self) -> None:
+        self._batches: list[dict[str, torch.Tensor]] = []
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._batches = []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._batches.append({k: outputs[k].detach().cpu() for k in ("preds", "targets", "logits") if k in outputs})
+
+    def collected(self, key: str) -> torch.Tensor | None:
+        """`key` over the whole test, or None when some batch lacked it (a module of your own may not
+        return logits)."""
+        parts = [batch[key] for batch in self._batches if key in batch]
+        if not parts or len(parts) < len(self._batches):
+            return None
+        return torch.cat(parts).float() if key == "logits" else torch.cat(parts)
+
+
+class TestReport(TestOutputs):
     """Collects test predictions and writes into `output_dir`: `test_report.txt` (the usual
     classification-report layout, then calibration, then the confusions that cost the most F1, with
     examples), `test_report.json` (the same), and `errors.csv` (the most confident mistakes per true
     class, with their probability after temperature scaling)."""
 
     def __init__(self, output_dir: str, digits: int = 4) -> None:
+        super().__init__()
         self.output_dir = Path(output_dir)
         self.digits = digits
-        self._preds: list[torch.Tensor] = []
-        self._targets: list[torch.Tensor] = []
-        self._logits: list[torch.Tensor] = []
-
-    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._preds, self._targets, self._logits = [], [], []
-
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._preds.append(outputs["preds"].cpu())
-        self._targets.append(outputs["targets"].cpu())
-        if "logits" in outputs:  # a module of your own may return only preds and targets
-            self._logits.append(outputs["logits"].float().cpu())
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # At the end, not the epoch's end: the module logs its calibration scores after the callbacks' epoch end.
-        if not self._preds or not trainer.is_global_zero:
+        if not self._batches or not trainer.is_global_zero:
             return
-        preds, targets = torch.cat(self._preds).numpy(), torch.cat(self._targets).numpy()
+        preds, targets = self.collected("preds").numpy(), self.collected("targets").numpy()
         kwargs = {"labels": list(range(len(LABELS))), "target_names": list(LABELS), "zero_division": 0}
         self.output_dir.mkdir(parents=True, exist_ok=True)
         report = classification_report(targets, preds, output_dict=True, **kwargs)
@@ -50,7 +61,7 @@ class TestReport(L.Callback):
             text += "\n" + "\n".join(f"{name:>28} {value:.{self.digits}f}" for name, value in calibration.items())
             text += "\n"
         texts = self._texts(trainer, targets)
-        logits = torch.cat(self._logits) if len(self._logits) == len(self._preds) else None
+        logits = self.collected("logits")
         if texts is not None and logits is not None and torch.isfinite(logits).all():
             report["costly_confusions"] = costly_confusions(texts, targets, preds)
             text += "\n" + confusion_lines(report["costly_confusions"])

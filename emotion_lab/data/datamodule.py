@@ -177,18 +177,16 @@ class EmotionDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
+    def label_counts(self, split: str) -> list[int]:
+        """Count per label id in `split` (train after augmentation, if any)."""
+        labels = torch.as_tensor(self.datasets[split].with_format(None)["label"])
+        return torch.bincount(labels, minlength=len(LABELS)).tolist()
+
     @property
     def split_counts(self) -> dict[str, list[int]]:
-        """Count per label id in each split (train after augmentation, if any)."""
-        return {
-            split: torch.bincount(torch.as_tensor(data.with_format(None)["label"]), minlength=len(LABELS)).tolist()
-            for split, data in self.datasets.items()
-        }
+        return {split: self.label_counts(split) for split in self.datasets}
 
     @property
     def class_counts(self) -> list[int]:
         """Training-split count per label id (for inverse-frequency loss weights)."""
-        counts = torch.bincount(
-            torch.as_tensor(self.datasets["train"].with_format(None)["label"]), minlength=len(LABELS)
-        )
-        return counts.tolist()
+        return self.label_counts("train")

@@ -25,7 +25,7 @@ import platform
 import statistics
 import sys
 import time
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,40 @@ def versions(*packages: str) -> dict[str, str]:
         except PackageNotFoundError:
             found[package] = "not installed"
     return found
+
+
+def test_split(data_dir: str | None) -> tuple[list[str], list[int], str]:
+    """The test split's texts and label ids, found where training finds them (conf/data), and their source."""
+    data = compose_train([f"data.dir={data_dir}"] if data_dir else [], Path(".")).data
+    splits, source = load_splits(data.dir, data.fallback_dirs, data.hub_id)
+    return list(splits["test"]["text"]), list(splits["test"]["label"]), source
+
+
+def run_record(tool: str, argv: list[str] | None, code: dict[str, Any], packages: tuple[str, ...]) -> dict[str, Any]:
+    """What every measurement records: date, CPU, the command as typed, the code (`provenance()` taken when
+    the measurement started) and the versions of `packages`."""
+    args = sys.argv[1:] if argv is None else argv
+    return {
+        "date": date.today().isoformat(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "command": f"python -m emotion_lab.tools.{tool} " + " ".join(args),
+        "provenance": code,
+        "versions": versions(*packages),
+    }
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+def save_results(out: Path, results: dict[str, Any], table: str) -> None:
+    """results.json and results.md into `out`, and both to the terminal."""
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(table)
+    print(json.dumps(results["meta"]))
+    print(table)
 
 
 def provenance() -> dict[str, Any]:

@@ -17,12 +17,9 @@ only). Writes results.md and results.json with the CPU model, thread counts and 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
 import time
-from datetime import date
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -31,10 +28,8 @@ import torch
 from sklearn.metrics import f1_score
 
 from emotion_lab.data.labels import LABEL2ID
-from emotion_lab.data.sources import load_splits
 from emotion_lab.inference.predictor import ONNX_FILE, ONNX_INT8_FILE, EmotionPredictor
-from emotion_lab.tools.bench import cpu_model, provenance, versions
-from emotion_lab.utils.config import PROJECT_ROOT
+from emotion_lab.tools.bench import markdown_table, provenance, run_record, save_results, test_split
 
 PIPELINE = "transformers pipeline (same backbone, linear head)"
 
@@ -128,24 +123,21 @@ VARIANTS = (("torch", False), ("torch", True), ("onnx", False), ("onnx", True))
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = [
-        "| variant | threads | p50 ms | p95 ms | p50 / pipeline | sentences/s | throughput / pipeline "
-        "| test weighted F1 | test macro F1 |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = ["variant", "threads", "p50 ms", "p95 ms", "p50 / pipeline", "sentences/s", "throughput / pipeline"]
+    header += ["test weighted F1", "test macro F1"]
+    cells = []
     for r in rows:
         f1w = f"{r['f1_weighted']:.4f}" if r.get("f1_weighted") is not None else "n/a (untrained head)"
         f1m = f"{r['f1_macro']:.4f}" if r.get("f1_macro") is not None else "n/a"
-        lines.append(
-            f"| {r['variant']} | {r['threads']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p50_vs_pipeline']:.2f}x "
-            f"| {r['sentences_per_s']:.0f} | {r['throughput_vs_pipeline']:.2f}x | {f1w} | {f1m} |"
-        )
-    return "\n".join(lines) + "\n"
+        speed = [f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['p50_vs_pipeline']:.2f}x"]
+        speed += [f"{r['sentences_per_s']:.0f}", f"{r['throughput_vs_pipeline']:.2f}x"]
+        cells.append([r["variant"], str(r["threads"]), *speed, f1w, f1m])
+    return markdown_table(header, cells)
 
 
 def breakdown_table(stages: dict[str, float], threads: int) -> str:
-    lines = [f"| torch fp32, one sentence, {threads} threads: stage | p50 ms |", "|---|---|"]
-    return "\n".join(lines + [f"| {name} | {ms:.2f} |" for name, ms in stages.items()]) + "\n"
+    header = [f"torch fp32, one sentence, {threads} threads: stage", "p50 ms"]
+    return markdown_table(header, [[name, f"{ms:.2f}"] for name, ms in stages.items()])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -165,8 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     code = provenance()  # the code as it was when the measurement started
 
-    splits, source = load_splits(args.data_dir, fallback_dirs=[PROJECT_ROOT.parent / "shared" / "data" / "emotion"])
-    texts, gold = list(splits["test"]["text"]), list(splits["test"]["label"])
+    texts, gold, source = test_split(args.data_dir)
     args.out.mkdir(parents=True, exist_ok=True)
     model_dir = with_onnx(args.model, args.out)
     rows = []
@@ -177,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
             predictor = EmotionPredictor.from_pretrained(model_dir, backend=backend, int8=int8)
             row = bench_predictor(predictor, texts, gold, args.latency_n, args.batch_size)
             rows.append({**row, "threads": threads})
+            if (backend, int8) == ("torch", False):
+                reference = predictor  # torch fp32: the one the stage breakdown times
         rows.append(baseline)
         for row in rows:
             if row["threads"] == threads:
@@ -184,27 +177,17 @@ def main(argv: list[str] | None = None) -> None:
                 row["throughput_vs_pipeline"] = row["sentences_per_s"] / baseline["sentences_per_s"]
 
     torch.set_num_threads(max(args.threads))
-    breakdown = stage_breakdown(EmotionPredictor.from_pretrained(args.model), texts[: args.latency_n])
-    meta = {
-        "date": date.today().isoformat(),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "command": "python -m emotion_lab.tools.bench_inference " + " ".join(sys.argv[1:] if argv is None else argv),
+    breakdown = stage_breakdown(reference, texts[: args.latency_n])
+    meta = run_record("bench_inference", argv, code, ("torch", "transformers", "onnxruntime", "tokenizers"))
+    meta |= {
         "model": str(args.model),
         "data": source,
         "sentences": len(texts),
         "latency_n": args.latency_n,
         "batch_size": args.batch_size,
-        "provenance": code,
-        "versions": versions("torch", "transformers", "onnxruntime", "tokenizers"),
     }
     table = markdown(rows) + "\n" + breakdown_table(breakdown, max(args.threads))
-    (args.out / "results.json").write_text(
-        json.dumps({"meta": meta, "rows": rows, "torch_fp32_stages_ms": breakdown}, indent=2)
-    )
-    (args.out / "results.md").write_text(table)
-    print(json.dumps(meta))
-    print(table)
+    save_results(args.out, {"meta": meta, "rows": rows, "torch_fp32_stages_ms": breakdown}, table)
 
 
 if __name__ == "__main__":

@@ -25,14 +25,12 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import aiohttp
 import httpx
 
-from emotion_lab.data.sources import load_splits
-from emotion_lab.tools.bench import cpu_model, provenance, versions
+from emotion_lab.tools.bench import markdown_table, provenance, run_record, save_results, test_split
 from emotion_lab.utils.config import PROJECT_ROOT
 
 
@@ -130,19 +128,15 @@ async def run_level(url: str, texts: list[str], concurrency: int, seconds: float
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = [
-        "| concurrent clients | requests | failed | requests/s | p50 ms | p99 ms | mean batch "
-        "| server RSS MB: start, end (max) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    header = ["concurrent clients", "requests", "failed", "requests/s", "p50 ms", "p99 ms", "mean batch"]
+    header += ["server RSS MB: start, end (max)"]
+    cells = []
     for r in rows:
         p50, p99 = (f"{r[k]:.1f}" if r[k] is not None else "n/a (all failed)" for k in ("p50_ms", "p99_ms"))
-        lines.append(
-            f"| {r['concurrency']} | {r['requests']} | {r['failed']} | {r['requests_per_s']:.0f} | {p50} "
-            f"| {p99} | {r['mean_batch_texts']:.1f} | {r['rss_mb_start']:.0f}, {r['rss_mb_end']:.0f} "
-            f"({r['rss_mb_max']:.0f}) |"
-        )
-    return "\n".join(lines) + "\n"
+        memory = f"{r['rss_mb_start']:.0f}, {r['rss_mb_end']:.0f} ({r['rss_mb_max']:.0f})"
+        counts = [str(r["concurrency"]), str(r["requests"]), str(r["failed"]), f"{r['requests_per_s']:.0f}"]
+        cells.append([*counts, p50, p99, f"{r['mean_batch_texts']:.1f}", memory])
+    return markdown_table(header, cells)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     code = provenance()  # the code as it was when the measurement started
 
-    splits, _ = load_splits(args.data_dir, fallback_dirs=[PROJECT_ROOT.parent / "shared" / "data" / "emotion"])
-    texts = list(splits["test"]["text"])
+    texts, _, _ = test_split(args.data_dir)
     args.out.mkdir(parents=True, exist_ok=True)
     process, url = (None, args.url)
     if args.model:
@@ -176,22 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         if process is not None:
             process.terminate()
             process.wait(timeout=30)
-    meta = {
-        "date": date.today().isoformat(),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "command": "python -m emotion_lab.tools.load_test " + " ".join(sys.argv[1:] if argv is None else argv),
-        "backend": model["backend"],
-        "limits": model["limits"],
-        "seconds_per_level": args.seconds,
-        "provenance": code,
-        "versions": versions("torch", "onnxruntime", "fastapi", "uvicorn", "aiohttp"),
-    }
-    table = markdown(rows)
-    (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    (args.out / "results.md").write_text(table)
-    print(json.dumps(meta))
-    print(table)
+    meta = run_record("load_test", argv, code, ("torch", "onnxruntime", "fastapi", "uvicorn", "aiohttp"))
+    meta |= {"backend": model["backend"], "limits": model["limits"], "seconds_per_level": args.seconds}
+    save_results(args.out, {"meta": meta, "rows": rows}, markdown(rows))
     return 1 if any(r["failed"] for r in rows) else 0
 
 
