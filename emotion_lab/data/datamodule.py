@@ -15,6 +15,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from emotion_lab.data.feature_cache import CachedSplit, FeatureCache, collate_states
 from emotion_lab.data.labels import LABELS
 from emotion_lab.data.sources import load_splits
+from emotion_lab.data.teacher_logits import TeacherLogits
 from emotion_lab.errors import ConfigError
 from emotion_lab.models.encoder import load_tokenizer
 
@@ -71,6 +72,7 @@ class EmotionDataModule(L.LightningDataModule):
         limit_per_split: int | None = None,
         augment=None,
         feature_cache: dict | None = None,
+        teacher_logits: str | None = None,
         seed: int = 42,
     ) -> None:
         super().__init__()
@@ -83,6 +85,11 @@ class EmotionDataModule(L.LightningDataModule):
         feature_cache = dict(feature_cache or {})
         self.save_hyperparameters(ignore=["augment"], logger=False)
         self.augmenter = augment if augment is not None and augment.enabled else None
+        if teacher_logits and (self.augmenter is not None or feature_cache.get("enabled")):
+            raise ConfigError(
+                "data.teacher_logits with data.augment.enabled=true or data.feature_cache.enabled=true: "
+                "augmented copies and cached states carry no teacher logits; turn those off to distil"
+            )
         self.tokenizer = None
         self.datasets: DatasetDict | None = None
         self.cached: dict[str, CachedSplit] | None = None
@@ -102,6 +109,12 @@ class EmotionDataModule(L.LightningDataModule):
             splits = DatasetDict({k: v.select(range(min(hp.limit_per_split, len(v)))) for k, v in splits.items()})
         if self.augmenter is not None:
             splits["train"] = self.augmenter.augment_dataset(splits["train"])
+        if hp.teacher_logits:
+            train = splits["train"]
+            teacher = TeacherLogits.load(hp.teacher_logits).for_split(
+                "train", train["text"], train["label"], hp.teacher_logits
+            )
+            splits["train"] = train.add_column("teacher_logits", teacher.tolist())
         log.info("data from %s: %s", self.source, {k: len(v) for k, v in splits.items()})
         for example in splits["train"].select(range(min(3, len(splits["train"])))):
             log.info("train example: %r -> %s", example["text"], LABELS[example["label"]])
@@ -113,7 +126,9 @@ class EmotionDataModule(L.LightningDataModule):
             desc="tokenize",
         )
         self.lengths = {split: [len(ids) for ids in data["input_ids"]] for split, data in self.datasets.items()}
-        self.datasets.set_format("torch", columns=["input_ids", "attention_mask", "label"])
+        for split, data in self.datasets.items():
+            extra = ["teacher_logits"] if "teacher_logits" in data.column_names else []
+            data.set_format("torch", columns=["input_ids", "attention_mask", "label", *extra])
         self.collator = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
         if self.uses_feature_cache:
             cache = FeatureCache(
@@ -125,6 +140,11 @@ class EmotionDataModule(L.LightningDataModule):
             }
 
     @property
+    def has_teacher_logits(self) -> bool:
+        """Training batches carry `teacher_logits` (sentences x teachers x classes) for a distillation loss."""
+        return bool(self.hparams.teacher_logits)
+
+    @property
     def uses_feature_cache(self) -> bool:
         """Batches carry cached encoder states (`hidden`) instead of token ids."""
         return bool(self.hparams.feature_cache.get("enabled"))
@@ -132,6 +152,8 @@ class EmotionDataModule(L.LightningDataModule):
     def _collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
         batch = self.collator([{k: f[k] for k in ("input_ids", "attention_mask")} for f in features])
         batch["labels"] = torch.stack([f["label"] for f in features])
+        if "teacher_logits" in features[0]:
+            batch["teacher_logits"] = torch.stack([f["teacher_logits"] for f in features])
         return batch
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

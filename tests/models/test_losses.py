@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from emotion_lab.errors import ConfigError
-from emotion_lab.models.losses import CrossEntropyLoss, FocalLoss, class_weights, consistency_kl
+from emotion_lab.models.losses import CrossEntropyLoss, DistillationLoss, FocalLoss, class_weights, consistency_kl
 
 
 @pytest.fixture
@@ -81,3 +81,37 @@ def test_consistency_kl_is_the_mean_of_both_kl_directions(batch):
     kl_qp = (q * (q / p).log()).sum(-1).mean()
     assert torch.allclose(consistency_kl(logits, other), (kl_pq + kl_qp) / 2, atol=1e-5)
     assert consistency_kl(logits, logits).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_distillation_with_weight_zero_is_the_focal_loss(batch):
+    logits, target = batch
+    teacher = torch.randn(len(target), 2, logits.shape[1])
+    assert torch.allclose(
+        DistillationLoss(weight=0.0, gamma=2.0)(logits, target, teacher), FocalLoss(gamma=2.0)(logits, target)
+    )
+
+
+def test_distillation_from_a_one_hot_teacher_at_t1_adds_the_cross_entropy(batch):
+    logits, target = batch
+    one_hot = F.one_hot(target, logits.shape[1]).float()[:, None] * 1e4  # softmax of it: the one-hot exactly
+    loss = DistillationLoss(weight=0.5, temperature=1.0, gamma=2.0)(logits, target, one_hot)
+    expected = FocalLoss(gamma=2.0)(logits, target) + 0.5 * F.cross_entropy(logits, target)
+    assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def test_distillation_targets_the_ensembles_mean_probability_at_temperature(batch):
+    logits, target = batch
+    teachers = torch.randn(len(target), 3, logits.shape[1])
+    t = 2.5
+    mean = F.softmax(teachers / t, dim=-1).mean(dim=1)
+    kl = (mean * (mean.log() - F.log_softmax(logits / t, dim=-1))).sum(-1).mean()
+    loss = DistillationLoss(weight=0.7, temperature=t, gamma=0.0)(logits, target, teachers)
+    assert torch.allclose(loss, F.cross_entropy(logits, target) + 0.7 * t * t * kl, atol=1e-5)
+    # Evaluation batches carry no teacher: the label term alone.
+    assert torch.allclose(DistillationLoss(weight=0.7)(logits, target), FocalLoss()(logits, target))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"weight": -1}, "loss.weight"), ({"temperature": 0}, "loss.temperature")])
+def test_bad_distillation_options_are_named(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        DistillationLoss(**kwargs)
