@@ -126,7 +126,7 @@ class EmotionDataModule(L.LightningDataModule):
             desc="tokenize",
         )
         self.lengths = {split: [len(ids) for ids in data["input_ids"]] for split, data in self.datasets.items()}
-        for split, data in self.datasets.items():
+        for data in self.datasets.values():
             extra = ["teacher_logits"] if "teacher_logits" in data.column_names else []
             data.set_format("torch", columns=["input_ids", "attention_mask", "label", *extra])
         self.collator = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")

@@ -34,7 +34,9 @@ MAX_SKIPPED_IN_A_ROW = 25
 
 RDROP_SCOPES = ("network", "head")
 # The losses a checkpoint may name, by exact class path (a file's `_target_` is looked up, never imported).
-CHECKPOINT_LOSSES = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in (FocalLoss, CrossEntropyLoss, DistillationLoss)}
+CHECKPOINT_LOSSES = {
+    f"{cls.__module__}.{cls.__qualname__}": cls for cls in (FocalLoss, CrossEntropyLoss, DistillationLoss)
+}
 
 
 def stage_metrics(stage: str) -> MetricCollection:

@@ -62,7 +62,7 @@ def test_logits_from_other_data_labels_or_nowhere_are_refused_with_the_command(t
     ckpt.write_bytes(b"\x01")
     refresh([ckpt], SPLITS, out)
     loaded = TeacherLogits.load(out)
-    with pytest.raises(TeacherLogitsError, match="made on other train data.*python -m emotion_lab.tools.teacher_logits"):
+    with pytest.raises(TeacherLogitsError, match="made on other train data.*-m emotion_lab.tools.teacher_logits"):
         loaded.for_split("train", ["i feel sad"], [0], out)
     loaded.labels = ["neg", "pos"]
     with pytest.raises(TeacherLogitsError, match=r"predict \['neg', 'pos'\]"):

@@ -111,7 +111,9 @@ def test_distillation_targets_the_ensembles_mean_probability_at_temperature(batc
     assert torch.allclose(DistillationLoss(weight=0.7)(logits, target), FocalLoss()(logits, target))
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"weight": -1}, "loss.weight"), ({"temperature": 0}, "loss.temperature")])
+@pytest.mark.parametrize(
+    ("kwargs", "message"), [({"weight": -1}, "loss.weight"), ({"temperature": 0}, "loss.temperature")]
+)
 def test_bad_distillation_options_are_named(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         DistillationLoss(**kwargs)
