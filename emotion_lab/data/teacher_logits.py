@@ -63,8 +63,9 @@ class TeacherLogits:
     def load(cls, path: str | Path) -> TeacherLogits:
         path = Path(path)
         if not path.is_file():
-            raise TeacherLogitsError(f"data.teacher_logits={str(path)!r}: no such file; make it first with "
-                                     + MAKE_HINT.format(path=path))
+            raise TeacherLogitsError(
+                f"data.teacher_logits={str(path)!r}: no such file; make it first with " + MAKE_HINT.format(path=path)
+            )
         try:
             tensors = load_file(path)
             from safetensors import safe_open
@@ -73,11 +74,13 @@ class TeacherLogits:
                 header = handle.metadata() or {}
             meta = json.loads(header["meta"]) if header.get("format") == str(FORMAT) else None
         except (SafetensorError, OSError, KeyError, ValueError) as err:
-            raise TeacherLogitsError(f"{path}: not a teacher-logits file ({first_line(err)}); remake it with "
-                                     + MAKE_HINT.format(path=path)) from None
+            raise TeacherLogitsError(
+                f"{path}: not a teacher-logits file ({first_line(err)}); remake it with " + MAKE_HINT.format(path=path)
+            ) from None
         if meta is None:
-            raise TeacherLogitsError(f"{path}: written by another version; remake it with "
-                                     + MAKE_HINT.format(path=path))
+            raise TeacherLogitsError(
+                f"{path}: written by another version; remake it with " + MAKE_HINT.format(path=path)
+            )
         return cls(tensors, meta["teachers"], meta["data_hashes"], meta["labels"])
 
     def for_split(self, split: str, texts: Sequence[str], labels: Sequence[int], path: str | Path) -> torch.Tensor:
@@ -119,8 +122,9 @@ def teacher_logits(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        batch = tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length, padding=True,
-                          return_tensors="pt").to(device)
+        batch = tokenizer(
+            [texts[i] for i in rows], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        ).to(device)
         with autocast:
             logits = model(batch["input_ids"], batch["attention_mask"])
         out[rows] = logits.float().cpu()

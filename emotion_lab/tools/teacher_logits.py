@@ -44,16 +44,24 @@ def ensemble_scores(logits: torch.Tensor, labels: list[int], temperature: float 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emotion_lab.tools.teacher_logits", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m emotion_lab.tools.teacher_logits",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("checkpoints", nargs="+", type=Path, help="teacher checkpoints (.ckpt); several = an ensemble")
     parser.add_argument("--out", type=Path, required=True, help="the teacher-logits file to write or reuse")
     parser.add_argument("--data-dir", help="a folder with train.txt, val.txt, test.txt (default: as conf/data finds)")
     parser.add_argument("--limit-per-split", type=int, help="first N sentences of each split, as data.limit_per_split")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--trust-module", action="append", default=[], metavar="MODULE",
-                        help="a module besides emotion_lab whose EmotionNet subclasses a teacher may name")
+    parser.add_argument(
+        "--trust-module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a module besides emotion_lab whose EmotionNet subclasses a teacher may name",
+    )
     args = parser.parse_args(argv)
     try:
         splits = load_data(args.data_dir, args.limit_per_split)
