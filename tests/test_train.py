@@ -74,6 +74,7 @@ def test_training_writes_the_run_folder_and_evaluate_reproduces_the_test(tiny_tr
     assert {"val_f1/love", "val_f1/surprise", "val/f1_weighted", "test/f1_macro"} <= set(tags["scalars"])
     assert {"val/confusion_matrix", "test/confusion_matrix"} <= set(tags["images"])
     figures = ("f1_by_class", "precision_recall_f1", "confusion_matrix", "reliability", "class_distribution")
+    figures += ("attention_words",)
     assert {f"test_figures/{name}" for name in figures if name != "confusion_matrix"} <= set(tags["images"])
     for name in figures:
         png = out / "figures" / f"{name}.png"

@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from emotion_lab.callbacks.reports import TestOutputs
 from emotion_lab.data.labels import LABELS
+from emotion_lab.inference.predictor import EmotionPredictor
 from emotion_lab.reporting import figures
 
 
@@ -59,13 +60,15 @@ class RunFigures(TestOutputs):
     """After the test, writes the run's figures to `<output_dir>/figures/` (PNG and SVG) and to
     TensorBoard (`test_figures/...`): per-class F1 beside the reference build's, the class
     distribution of each split, precision / recall / F1 per class, the confusion matrix (PNG only:
-    `ConfusionMatrixFigure` puts it in TensorBoard), and a reliability diagram before and after
-    temperature scaling."""
+    `ConfusionMatrixFigure` puts it in TensorBoard), a reliability diagram before and after
+    temperature scaling, and the attention over the words of one test sentence per emotion
+    (`attention_sentences`; 0 = none, as for networks without attention)."""
 
-    def __init__(self, output_dir: str, run_name: str = "") -> None:
+    def __init__(self, output_dir: str, run_name: str = "", attention_sentences: int = 6) -> None:
         super().__init__()
         self.output_dir = Path(output_dir)
         self.run_name = run_name
+        self.attention_sentences = attention_sentences
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logits, targets = self.collected("logits"), self.collected("targets")
@@ -89,6 +92,9 @@ class RunFigures(TestOutputs):
         counts = getattr(trainer.datamodule, "split_counts", None)
         if counts:
             drawn["class_distribution"] = figures.class_pies(counts, f"{name}: emotions per split")
+        attention = self._attention(trainer, pl_module, name)
+        if attention is not None:
+            drawn["attention_words"] = attention
         folder = self.output_dir / "figures"
         folder.mkdir(parents=True, exist_ok=True)
         for logger in [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]:
@@ -98,6 +104,35 @@ class RunFigures(TestOutputs):
         drawn["confusion_matrix"] = figures.confusion_heatmap(matrix, f"{name}: test confusion matrix (rows: true)")
         for key, fig in drawn.items():
             figures.save(fig, folder / key)
+
+    def _attention(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str):
+        """Attention over the words of test sentences, one per true emotion of about 12 words (a sentence
+        typical of the data, not its shortest), or None without an attention layer or a tokenizer."""
+        datamodule = trainer.datamodule
+        net = getattr(pl_module, "net", None)
+        if not self.attention_sentences or getattr(net, "attention", None) is None or datamodule is None:
+            return None
+        if getattr(datamodule, "tokenizer", None) is None or not hasattr(datamodule, "eval_examples"):
+            return None
+        chosen: dict[int, str] = {}
+        for text, label in sorted(datamodule.eval_examples("test"), key=lambda ex: abs(len(ex[0].split()) - 12)):
+            chosen.setdefault(label, text)
+        texts = [chosen[label] for label in sorted(chosen)][: self.attention_sentences]
+        predictor = EmotionPredictor(
+            net,
+            datamodule.tokenizer,
+            max_length=datamodule.hparams.max_length,
+            temperature=pl_module.temperature or 1.0,
+        )
+        was_training = net.training
+        attention = predictor.word_attention(texts)
+        net.train(was_training)
+        truth = [LABELS[label] for label in sorted(chosen)]
+        rows = [(f"{true} -> {a.label} ({a.prob:.2f})", a.words, a.weights) for true, a in zip(truth, attention)]
+        special = sum(a.special_share for a in attention) / len(attention)
+        return figures.attention_words(
+            rows, f"{name}: attention over words (special tokens got {special:.0%} of it, left out)"
+        )
 
     @staticmethod
     def _reliability(logits: torch.Tensor, targets: torch.Tensor, metrics: dict, temperature: float | None) -> dict:

@@ -4,7 +4,8 @@ One safetensors file holds, for each split, the logits of every teacher (teacher
 classes, in the split's order) and, as metadata, the sha256 of each teacher checkpoint, a hash of each
 split's sentences and labels, and the label names. `refresh` recomputes the file when a teacher or the
 data changed and reuses it otherwise; a student's datamodule refuses a file made on other data or for
-another label set, naming the command that makes a matching one.
+another label set, naming the commands that make a matching one. The student checks data and labels;
+a retrained teacher is the tool's to notice (it compares the checkpoints' hashes with the file's).
 """
 
 from __future__ import annotations
@@ -18,17 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from emotion_lab.data.labels import LABELS
-from emotion_lab.errors import UserInputError, first_line
+from emotion_lab.data.labels import LABELS, NUM_CLASSES
+from emotion_lab.errors import ModelLoadError, UserInputError, first_line
 from emotion_lab.models.embedded import sha256_of
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-MAKE_HINT = "python -m emotion_lab.tools.teacher_logits TEACHER.ckpt [...] --out {path}"
+MAKE_HINT = (
+    "train a teacher on this data (python -m emotion_lab.train experiment=teacher_mpnet), run python -m "
+    "emotion_lab.tools.teacher_logits <its run>/checkpoints/epoch*.ckpt --out <a file of yours>, and set "
+    "data.teacher_logits to that file"
+)
 
 
 class TeacherLogitsError(UserInputError, ValueError):
@@ -63,43 +68,45 @@ class TeacherLogits:
     def load(cls, path: str | Path) -> TeacherLogits:
         path = Path(path)
         if not path.is_file():
-            raise TeacherLogitsError(
-                f"data.teacher_logits={str(path)!r}: no such file; make it first with " + MAKE_HINT.format(path=path)
-            )
+            raise TeacherLogitsError(f"data.teacher_logits={str(path)!r}: no such file; make it first: {MAKE_HINT}")
         try:
             tensors = load_file(path)
-            from safetensors import safe_open
-
             with safe_open(path, "pt") as handle:
                 header = handle.metadata() or {}
-            meta = json.loads(header["meta"]) if header.get("format") == str(FORMAT) else None
-        except (SafetensorError, OSError, KeyError, ValueError) as err:
+            if header.get("format") != str(FORMAT):
+                raise TeacherLogitsError(f"{path}: written by another version of emotion_lab; remake it: {MAKE_HINT}")
+            meta = json.loads(header["meta"])
+            result = cls(tensors, list(meta["teachers"]), dict(meta["data_hashes"]), list(meta["labels"]))
+        except (SafetensorError, OSError, KeyError, TypeError, ValueError) as err:
             raise TeacherLogitsError(
-                f"{path}: not a teacher-logits file ({first_line(err)}); remake it with " + MAKE_HINT.format(path=path)
+                f"{path}: not a teacher-logits file ({first_line(err)}); remake it: {MAKE_HINT}"
             ) from None
-        if meta is None:
+        teachers = {split: tuple(logits.shape[:1]) for split, logits in result.logits.items()}
+        if any(logits.dim() != 3 or len(logits) != len(result.teachers) for logits in result.logits.values()):
             raise TeacherLogitsError(
-                f"{path}: written by another version; remake it with " + MAKE_HINT.format(path=path)
+                f"{path}: {len(result.teachers)} teachers named but logits of {teachers}; remake it: {MAKE_HINT}"
             )
-        return cls(tensors, meta["teachers"], meta["data_hashes"], meta["labels"])
+        return result
 
     def for_split(self, split: str, texts: Sequence[str], labels: Sequence[int], path: str | Path) -> torch.Tensor:
         """This split's logits as sentences x teachers x classes, if they were made on exactly these
-        sentences and labels with this project's label set; else one line naming what to rerun."""
-        remake = MAKE_HINT.format(path=path)
+        sentences and labels with this project's label set; else one line naming what to do."""
         if list(self.labels) != list(LABELS):
-            raise TeacherLogitsError(
-                f"{path}: its teachers predict {self.labels}, not {list(LABELS)}; remake it with {remake} "
-                "on teachers trained with this label set"
-            )
+            raise TeacherLogitsError(f"{path}: its teachers predict {self.labels}, not {list(LABELS)}: {MAKE_HINT}")
         if split not in self.logits:
-            raise TeacherLogitsError(f"{path}: holds no logits for the {split} split; remake it with {remake}")
+            raise TeacherLogitsError(f"{path}: holds no logits for the {split} split; remake it: {MAKE_HINT}")
         if self.data_hashes.get(split) != split_hash(texts, labels):
             raise TeacherLogitsError(
-                f"{path}: made on other {split} data than this run's ({len(texts)} sentences; "
-                f"data.limit_per_split, data.dir and the data files must match); remake it with {remake}"
+                f"{path}: made on other {split} data than this run's {len(texts)} sentences (data.dir, the data "
+                f"files and data.limit_per_split must be those it was made on): {MAKE_HINT}"
             )
-        return self.logits[split].transpose(0, 1).contiguous()
+        logits = self.logits[split]
+        if logits.shape[1:] != (len(texts), NUM_CLASSES) or not torch.isfinite(logits).all():
+            raise TeacherLogitsError(
+                f"{path}: {split} logits of shape {tuple(logits.shape)} or not finite, expected teachers x "
+                f"{len(texts)} x {NUM_CLASSES}; remake it: {MAKE_HINT}"
+            )
+        return logits.transpose(0, 1).contiguous()
 
 
 @torch.no_grad()
@@ -110,23 +117,25 @@ def teacher_logits(
     batch_size: int = 128,
     trusted_modules: Sequence[str] = (),
 ) -> torch.Tensor:
-    """One teacher's raw logits (no temperature) for `texts`, in their order."""
-    from emotion_lab.models.classifier import load_classifier
-    from emotion_lab.models.encoder import load_tokenizer
+    """One teacher's raw logits (no temperature) for `texts`, in their order, at the max length it was
+    trained with."""
+    from emotion_lab.inference.predictor import EmotionPredictor
 
-    model = load_classifier(checkpoint, trusted_modules=trusted_modules).to(device)
-    tokenizer = load_tokenizer(model.net.config["encoder_name"])
-    max_length = int(model.net.config.get("max_length", 128))
+    try:
+        teacher = EmotionPredictor.from_checkpoint(checkpoint, trusted_modules=trusted_modules)
+    except ModelLoadError as err:
+        raise TeacherLogitsError(f"teacher {err}; a teacher must be trained on this label set: {MAKE_HINT}") from None
+    teacher.net.to(device)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch with little padding
-    out = torch.empty(len(texts), len(LABELS))
+    out = torch.empty(len(texts), NUM_CLASSES)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        batch = tokenizer(
-            [texts[i] for i in rows], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
-        ).to(device)
+        batch = teacher.tokenizer(
+            [texts[i] for i in rows], truncation=True, max_length=teacher.max_length, padding=True, return_tensors="pt"
+        )
         with autocast:
-            logits = model(batch["input_ids"], batch["attention_mask"])
+            logits, _ = teacher.backend(batch["input_ids"], batch["attention_mask"])
         out[rows] = logits.float().cpu()
     return out
 
@@ -155,7 +164,7 @@ def refresh(
             same_teachers = [t["sha256"] for t in cached.teachers] == [t["sha256"] for t in teachers]
             if same_teachers and cached.data_hashes == hashes and cached.labels == list(LABELS):
                 return cached, False
-            log.info("recomputing teacher logits: %s changed", "the data" if same_teachers else "a teacher")
+            log.info("recomputing teacher logits: %s changed", "the data or labels" if same_teachers else "a teacher")
     logits = {
         split: torch.stack([teacher_logits(Path(c), texts, device, batch_size, trusted_modules) for c in checkpoints])
         for split, (texts, _) in splits.items()

@@ -54,6 +54,18 @@ class Prediction:
     top_words: list[tuple[str, float]] = field(default_factory=list)
 
 
+@dataclass
+class WordAttention:
+    """The attention one sentence's words received: each word's word-pieces summed, averaged over heads and
+    queries, renormalised over the words; what went to special tokens ([CLS], [SEP]) is `special_share`."""
+
+    words: list[str]
+    weights: list[float]
+    special_share: float
+    label: str
+    prob: float
+
+
 class TorchBackend:
     """A torch network as a backend: (ids, mask, with_attention) -> (logits, head-averaged attention or None)."""
 
@@ -63,6 +75,9 @@ class TorchBackend:
         self.name = "torch int8" if int8 else "torch fp32"
 
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor, with_attention: bool = False):
+        weight = next(self.net.parameters(), None)  # a network still on the GPU it was tested on
+        if weight is not None:
+            ids, mask = ids.to(weight.device), mask.to(weight.device)
         if not with_attention or getattr(self.net, "attention", None) is None:
             return self.net(ids, mask), None
         hidden, mask = self.net.encode(ids, mask)
@@ -248,6 +263,35 @@ class EmotionPredictor:
                     if weights is not None
                     else [],
                 )
+        return results
+
+    @torch.inference_mode()
+    def word_attention(self, texts: Sequence[str]) -> list[WordAttention]:
+        """Per word, the attention it received (see `WordAttention`); needs a network with an attention
+        layer and a fast tokenizer (word boundaries)."""
+        results = []
+        for text in texts:
+            encoded = self.tokenizer(text, truncation=True, max_length=self.max_length, return_tensors="pt")
+            logits, weights = self.backend(encoded["input_ids"], encoded["attention_mask"], with_attention=True)
+            if weights is None:
+                raise ValueError(f"{type(self.net).__name__} has no attention layer: no attention over words")
+            received = weights[0].float().cpu().mean(0)  # by key position, averaged over the queries
+            by_word: dict[int, float] = {}
+            for position, word in enumerate(encoded.word_ids(0)):
+                if word is not None:
+                    by_word[word] = by_word.get(word, 0.0) + float(received[position])
+            on_words = sum(by_word.values())
+            spans = [encoded.word_to_chars(0, word) for word in by_word]
+            probs = (logits[0].float().cpu() / self.temperature).softmax(-1)
+            results.append(
+                WordAttention(
+                    words=[text[span.start : span.end] for span in spans],
+                    weights=[w / on_words if on_words else 0.0 for w in by_word.values()],
+                    special_share=max(0.0, 1.0 - on_words),
+                    label=self.labels[int(probs.argmax())],
+                    prob=float(probs.max()),
+                )
+            )
         return results
 
     def _is_truncated(self, text: str) -> bool:

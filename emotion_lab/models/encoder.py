@@ -21,6 +21,7 @@ from emotion_lab.errors import ConfigError, UserInputError, first_line
 from emotion_lab.models.embedded import resolve_embedded
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+SPLITTABLE_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
 
 
 class EncoderNotFoundError(UserInputError, ValueError):
@@ -109,6 +110,12 @@ def run_layers(
     layers = transformer_layers(model)[start:stop]
     if not len(layers):
         return hidden
+    # Layers run one by one take (hidden, mask) alone; MPNet's also need a relative position bias.
+    if getattr(model.config, "model_type", None) not in SPLITTABLE_TYPES:
+        raise ConfigError(
+            f"a {model.config.model_type} encoder cannot run from a cached layer (data.feature_cache with "
+            f"model.net.frozen_layers); encoders that can: {', '.join(SPLITTABLE_TYPES)}"
+        )
     attention_mask = create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=mask)
     for layer in layers:
         hidden = layer(hidden, attention_mask)

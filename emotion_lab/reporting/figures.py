@@ -112,6 +112,78 @@ def reliability_diagram(
     return fig
 
 
+def attention_words(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]], title: str) -> Figure:
+    """Sentences as rows of words, each word shaded by the share of attention it received.
+    `rows = [(row label, words, weights), ...]`; weights of a row sum to 1 over its words."""
+    width = max(len(words) for _, words, _ in rows)
+    shares = np.full((len(rows), width), np.nan)
+    for row, (_, _, weights) in enumerate(rows):
+        shares[row, : len(weights)] = weights
+    fig = Figure(figsize=(min(24, max(8, 1.0 * width + 3)), 0.7 * len(rows) + 1.6))
+    ax = fig.subplots()
+    image = ax.imshow(shares, cmap="Reds", vmin=0, vmax=np.nanmax(shares), aspect="auto")
+    top = np.nanmax(shares)
+    for row, (_, words, weights) in enumerate(rows):
+        for col, (word, weight) in enumerate(zip(words, weights)):
+            ax.text(
+                col, row, word, ha="center", va="center", fontsize=8, color="white" if weight > 0.6 * top else "black"
+            )
+    ax.set(xticks=[], yticks=np.arange(len(rows)), yticklabels=[label for label, _, _ in rows])
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, label="share of attention", fraction=0.03)
+    fig.tight_layout()
+    return fig
+
+
+def f1_bars_runs(f1_by_run: Mapping[str, Mapping[str, float]], title: str) -> Figure:
+    """Per-class F1 of several runs as grouped bars, one colour per run."""
+    fig = Figure(figsize=(max(8, 1.2 * len(LABELS) * max(1, len(f1_by_run)) / 2), 4.8))
+    ax = fig.subplots()
+    x = np.arange(len(LABELS))
+    width = 0.8 / len(f1_by_run)
+    for i, (run, f1) in enumerate(f1_by_run.items()):
+        bars = ax.bar(x - 0.4 + width * (i + 0.5), [f1[label] for label in LABELS], width, label=run)
+        if len(f1_by_run) <= 4:
+            ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set(xticks=x, xticklabels=LABELS, ylim=(0, 1.08), ylabel="test F1", xlabel="emotion", title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def optimisation_history(values: Sequence[float | None], title: str, metric: str) -> Figure:
+    """A sweep's objective per trial (in launch order) and the best so far; failed or pruned trials
+    (None) are marked on the axis."""
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    done = [(i, v) for i, v in enumerate(values) if v is not None]
+    if done:
+        trials, scores = zip(*done)
+        ax.scatter(trials, scores, label="trial", zorder=3)
+        ax.step(trials, np.maximum.accumulate(scores), where="post", color="C1", label="best so far")
+    missing = [i for i, v in enumerate(values) if v is None]
+    if missing:
+        low = min(scores) if done else 0.0
+        ax.scatter(missing, [low] * len(missing), marker="x", color="grey", label="no result (failed or pruned)")
+    ax.set(xlabel="trial", ylabel=metric, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def param_importances(importances: Mapping[str, float], title: str) -> Figure:
+    """Hyperparameter importances as horizontal bars, most important on top."""
+    names = list(importances)[::-1]
+    fig = Figure(figsize=(8, 0.45 * len(names) + 1.5))
+    ax = fig.subplots()
+    bars = ax.barh(names, [importances[n] for n in names])
+    ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set(xlabel="importance (normalised, sums to 1)", xlim=(0, 1.1), title=title)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig: Figure, path_without_suffix) -> list[str]:
     """Write `fig` as PNG and SVG; returns the paths."""
     paths = [f"{path_without_suffix}{suffix}" for suffix in (".png", ".svg")]

@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from emotion_lab.data.labels import LABELS
 from emotion_lab.data.sources import load_splits
+from emotion_lab.data.teacher_logits import TeacherLogits, TeacherLogitsError
 from emotion_lab.errors import UserInputError
 from emotion_lab.tools.results_page import publish
 from emotion_lab.utils.config import CONFIG_DIR, PROJECT_ROOT, cpu_has_native_bf16
@@ -67,6 +68,16 @@ def check_validation_only(name: str, cfg: DictConfig) -> None:
             raise BenchConfigError(f"row {name!r}: callbacks.{callback}.monitor={monitor!r} is not a validation metric")
     if not cfg.get("test", True):
         raise BenchConfigError(f"row {name!r}: test=false; the benchmark tests every row once")
+
+
+def check_teacher_logits(data: DictConfig) -> None:
+    """A row that distils must have teacher logits made on the training split it will see."""
+    if not data.get("teacher_logits"):
+        return
+    train = load_splits(data.dir, data.fallback_dirs, data.hub_id, data.on_bad_line)[0]["train"]
+    if data.limit_per_split:
+        train = train.select(range(min(data.limit_per_split, len(train))))
+    TeacherLogits.load(data.teacher_logits).for_split("train", train["text"], train["label"], data.teacher_logits)
 
 
 def run_svm(data: DictConfig, settings: DictConfig, limit: int | None) -> dict[str, Any]:
@@ -320,8 +331,16 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:
         # Validate every row before the first minute of training is spent.
-        for name in selected:
-            check_validation_only(name, compose_train(all_rows[name], out))
+        for name in list(selected):
+            cfg = compose_train(all_rows[name], out)
+            check_validation_only(name, cfg)
+            try:
+                check_teacher_logits(cfg.data)
+            except TeacherLogitsError as err:
+                if not args.quick:
+                    raise BenchConfigError(f"row {name!r}: {err}") from None
+                log.warning("row %s skipped: --quick trains on slices its teacher logits were not made on", name)
+                selected.remove(name)
         data = compose_train(row_overrides([]), out).data
         meta = {
             **provenance(),

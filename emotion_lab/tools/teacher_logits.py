@@ -34,9 +34,9 @@ def load_data(data_dir: str | None, limit: int | None) -> dict[str, tuple[list[s
     }
 
 
-def ensemble_scores(logits: torch.Tensor, labels: list[int], temperature: float = 1.0) -> dict[str, float]:
+def ensemble_scores(logits: torch.Tensor, labels: list[int]) -> dict[str, float]:
     """Weighted and macro F1 of the teachers' mean probability."""
-    preds = torch.softmax(logits / temperature, dim=-1).mean(dim=0).argmax(-1).tolist()
+    preds = torch.softmax(logits, dim=-1).mean(dim=0).argmax(-1).tolist()
     return {
         "f1_weighted": float(f1_score(labels, preds, average="weighted")),
         "f1_macro": float(f1_score(labels, preds, average="macro")),

@@ -67,7 +67,9 @@ def test_logits_from_other_data_labels_or_nowhere_are_refused_with_the_command(t
     loaded.labels = ["neg", "pos"]
     with pytest.raises(TeacherLogitsError, match=r"predict \['neg', 'pos'\]"):
         loaded.for_split("train", *SPLITS["train"], out)
-    with pytest.raises(TeacherLogitsError, match="no such file; make it first with python -m"):
+    with pytest.raises(
+        TeacherLogitsError, match="no such file; make it first: train a teacher.*teacher_mpnet.*tools.teacher_logits"
+    ):
         TeacherLogits.load(tmp_path / "missing.safetensors")
     (tmp_path / "bad.safetensors").write_text("not a tensor file")
     with pytest.raises(TeacherLogitsError, match="not a teacher-logits file"):
@@ -117,3 +119,45 @@ def test_a_teacher_trains_and_a_student_distils_from_its_logits(tiny_train_cfg, 
     assert (8, 2, len(LABELS)) in seen  # training batches carried both teachers' logits
     assert None in seen  # evaluation batches did not
     assert "test/f1_weighted" in metrics
+
+
+def test_a_teacher_trained_on_other_labels_is_refused_with_what_to_run(tmp_path):
+    ckpt = tmp_path / "other_labels.ckpt"
+    net = {"_target_": "emotion_lab.models.networks.BiLSTMAttentionNet"}
+    torch.save({"hyper_parameters": {"net": net}, "state_dict": {}, "id2label": {0: "neg", 1: "pos"}}, ckpt)
+    with pytest.raises(TeacherLogitsError, match="differ from emotion_lab's.*trained on this label set.*teacher_mpnet"):
+        refresh([ckpt], SPLITS, tmp_path / "out.safetensors")
+
+
+def test_logits_of_the_wrong_shape_or_not_finite_are_refused(tmp_path, counted):
+    ckpt, out = tmp_path / "teacher.ckpt", tmp_path / "logits.safetensors"
+    ckpt.write_bytes(b"\x01")
+    result, _ = refresh([ckpt], SPLITS, out)
+    result.logits["train"][0, 1, 2] = float("nan")
+    result.save(out)
+    with pytest.raises(TeacherLogitsError, match="or not finite"):
+        TeacherLogits.load(out).for_split("train", *SPLITS["train"], out)
+    result.logits["train"] = torch.zeros(2, 2, len(LABELS))  # two teachers' logits, one teacher named
+    result.save(out)
+    with pytest.raises(TeacherLogitsError, match="1 teachers named"):
+        TeacherLogits.load(out)
+
+
+def test_teacher_logits_without_a_distillation_loss_or_with_augmentation_are_config_errors(tiny_encoder):
+    from types import SimpleNamespace
+
+    from emotion_lab.data.datamodule import EmotionDataModule
+    from emotion_lab.models.classifier import EmotionClassifier
+    from emotion_lab.models.losses import FocalLoss
+    from emotion_lab.models.networks import BiLSTMAttentionNet
+
+    model = EmotionClassifier(BiLSTMAttentionNet(tiny_encoder, lstm_hidden=8), loss=FocalLoss)
+    datamodule = SimpleNamespace(has_teacher_logits=True, hparams=SimpleNamespace(teacher_logits="t.safetensors"))
+    with pytest.raises(ConfigError, match="'t.safetensors' is set but loss FocalLoss does not use a teacher"):
+        model._check_teacher(datamodule, "fit")
+    model._check_teacher(datamodule, "test")  # evaluation batches do not use them: no error
+    augment = SimpleNamespace(enabled=True)
+    with pytest.raises(ConfigError, match="augmented copies and cached states carry no teacher logits"):
+        EmotionDataModule("x", teacher_logits="f.safetensors", augment=augment)
+    with pytest.raises(ConfigError, match="augmented copies and cached states carry no teacher logits"):
+        EmotionDataModule("x", teacher_logits="f.safetensors", feature_cache={"enabled": True})

@@ -1,11 +1,14 @@
 import json
+from pathlib import Path
 
 import pytest
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
+from emotion_lab.data.teacher_logits import TeacherLogitsError
 from emotion_lab.tools import bench_head
-from emotion_lab.tools.bench import BenchConfigError, check_validation_only, compose_train, main
+from emotion_lab.tools.bench import BenchConfigError, check_teacher_logits, check_validation_only, compose_train, main
 from emotion_lab.tools.results_page import publish
+from emotion_lab.utils.config import CONFIG_DIR
 from tests.conftest import QUIET
 
 
@@ -126,3 +129,11 @@ def test_head_bench_times_every_setting_on_batches_spread_over_the_epoch(tmp_pat
         rate = r["sentences_per_s"]
         assert r["epoch_s"] == pytest.approx(60 / rate, abs=0.051 + 60 * 0.05 / (rate * (rate - 0.05)))
     assert (tmp_path / "out" / "results.md").read_text().count("\n") == len(rows) + 2
+
+
+def test_a_distilling_row_needs_teacher_logits_made_on_its_data(tmp_path, data_dir):
+    rows = OmegaConf.load(Path(CONFIG_DIR) / "bench.yaml").rows
+    distilled = compose_train([*rows.distilled, f"data.dir={data_dir}"], tmp_path)
+    with pytest.raises(TeacherLogitsError, match="made on other train data"):
+        check_teacher_logits(distilled.data)  # the committed logits fit the full dair-ai/emotion files only
+    check_teacher_logits(compose_train([f"data.dir={data_dir}"], tmp_path).data)  # no teacher: nothing to check

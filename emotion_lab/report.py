@@ -1,0 +1,318 @@
+"""Reports on finished runs: Markdown with tables and figures.
+
+    python -m emotion_lab.report RUN_DIR                       # RUN_DIR/report.md, with the run's figures
+    python -m emotion_lab.report RUN_A RUN_B ... --out DIR     # side by side: DIR/report.md
+    python -m emotion_lab.report MULTIRUN_DIR                  # a sweep: trials, optimisation history, importances
+
+A run folder is what `train` or `evaluate` leaves (metrics.json, figures/, checkpoints/, .hydra/ or a
+benchmark's result.json). Several runs get one chart of every run's per-class F1 and one table of test
+metrics with the overrides that tell them apart. A multirun folder (trial folders 0/, 1/, ...) gets the
+trials' table, the objective per trial with the best so far, and the hyperparameters' importances
+(Optuna's random-forest evaluator over the trials' overrides and metrics). A folder without metrics, or
+without a checkpoint, gets one line naming what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from emotion_lab.data.labels import LABELS
+from emotion_lab.reporting import figures
+from emotion_lab.tools.bench import markdown_table
+from emotion_lab.tools.sweep_report import collect, shared_overrides, to_markdown
+
+# A run's figures in the order a reader wants them, with their captions (RunFigures writes them).
+RUN_FIGURES = {
+    "f1_by_class": "F1 by emotion, beside the reference build",
+    "precision_recall_f1": "Precision, recall and F1 per emotion",
+    "confusion_matrix": "Confusion matrix (rows: true emotion)",
+    "reliability": "Reliability before and after temperature scaling",
+    "class_distribution": "Emotions per split",
+    "attention_words": "Attention over the words of one test sentence per emotion",
+}
+OBJECTIVES = ("val/f1_weighted_best", "val/f1_weighted")
+
+
+@dataclass
+class Run:
+    path: Path
+    name: str
+    metrics: dict[str, Any]
+    overrides: list[str] = field(default_factory=list)
+
+
+def is_multirun(path: Path) -> bool:
+    """A sweep's folder: Hydra's multirun.yaml, or numbered trial folders."""
+    return (path / "multirun.yaml").is_file() or any(p.is_dir() and p.name.isdigit() for p in path.iterdir())
+
+
+def read_overrides(path: Path) -> list[str]:
+    """The overrides a run was launched with: Hydra's record, else the benchmark's."""
+    hydra = path / ".hydra" / "overrides.yaml"
+    if hydra.is_file():
+        return [str(o) for o in OmegaConf.load(hydra)]
+    result = path / "result.json"
+    if result.is_file():
+        return list(json.loads(result.read_text()).get("overrides", []))
+    return []
+
+
+def read_run(path: Path) -> tuple[Run | None, list[str]]:
+    """A run folder's metrics and overrides, and one line for each thing it lacks. No metrics or no test
+    metrics: no Run (nothing to report); no checkpoint: a Run, with the line."""
+    if not path.is_dir():
+        return None, [f"{path}: not a folder"]
+    problems = []
+    if not any((path / "checkpoints").glob("*.ckpt")):
+        problems.append(f"{path}: no checkpoint in {path / 'checkpoints'}: it cannot be evaluated or exported again")
+    metrics_file = path / "metrics.json"
+    if not metrics_file.is_file():
+        return None, [
+            f"{path}: no metrics.json: the run did not finish (resume it with ckpt_path=last, or run "
+            "python -m emotion_lab.evaluate ckpt_path=<its checkpoint>)",
+            *problems,
+        ]
+    try:
+        metrics = json.loads(metrics_file.read_text())
+    except json.JSONDecodeError as err:
+        return None, [f"{metrics_file}: not JSON ({err.msg}, line {err.lineno})", *problems]
+    if "test/f1_weighted" not in metrics:
+        return None, [
+            f"{metrics_file}: no test metrics (trained with test=false?); run python -m emotion_lab.evaluate "
+            "ckpt_path=<its checkpoint>",
+            *problems,
+        ]
+    name = f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+    return Run(path, name, metrics, read_overrides(path)), problems
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def metrics_rows(run: Run) -> list[list[str]]:
+    m = run.metrics
+    minutes = m.get("train_seconds")
+    return [
+        ["test weighted F1", _fmt(m.get("test/f1_weighted"))],
+        ["test macro F1", _fmt(m.get("test/f1_macro"))],
+        ["test accuracy", _fmt(m.get("test/acc"))],
+        ["validation weighted F1 (selected epoch)", _fmt(m.get("val/f1_weighted_best"))],
+        ["test ECE: raw -> temperature-scaled", f"{_fmt(m.get('test/ece'))} -> {_fmt(m.get('test/ece_calibrated'))}"],
+        ["test NLL: raw -> temperature-scaled", f"{_fmt(m.get('test/nll'))} -> {_fmt(m.get('test/nll_calibrated'))}"],
+        ["temperature", _fmt(m.get("val/temperature"))],
+        ["epochs", _fmt(m.get("epochs"))],
+        ["train minutes", _fmt(minutes / 60 if minutes is not None else None, 1)],
+    ]
+
+
+def per_class_rows(run: Run) -> list[list[str]]:
+    m = run.metrics
+    return [
+        [label, *(_fmt(m.get(f"test_{kind}/{label}")) for kind in ("precision", "recall", "f1"))] for label in LABELS
+    ]
+
+
+def single_run_report(run: Run, out: Path) -> str:
+    lines = [f"# {run.name}", "", f"Overrides: `{' '.join(run.overrides) or '(none)'}`", ""]
+    lines += ["## Test metrics", "", markdown_table(["metric", "value"], metrics_rows(run))]
+    lines += [
+        "## Per emotion (test)",
+        "",
+        markdown_table(["emotion", "precision", "recall", "F1"], per_class_rows(run)),
+    ]
+    report = run.path / "test_report.json"
+    if report.is_file():
+        costly = json.loads(report.read_text()).get("costly_confusions", [])
+        if costly:
+            lines += ["## Confusions that cost the most weighted F1", ""]
+            rows = [[c["true"], c["predicted"], str(c["count"]), f"{c['f1_weighted_cost']:.4f}"] for c in costly]
+            lines += [markdown_table(["true", "predicted", "sentences", "weighted F1 lost"], rows)]
+            lines += ["Examples: `test_report.txt`; the most confident mistakes per emotion: `errors.csv`.", ""]
+    drawn = [(key, caption) for key, caption in RUN_FIGURES.items() if (run.path / "figures" / f"{key}.png").is_file()]
+    if drawn:
+        lines += ["## Figures", ""]
+        for key, caption in drawn:
+            link = os.path.relpath(run.path / "figures" / f"{key}.png", out)
+            lines += [f"### {caption}", "", f"![{caption}]({link})", ""]
+    return "\n".join(lines)
+
+
+def comparison_report(runs: list[Run], out: Path) -> str:
+    names = unique_names(runs)
+    shared = shared_overrides([{"overrides": r.overrides} for r in runs])
+    chart = figures.f1_bars_runs(
+        {
+            name: {label: r.metrics.get(f"test_f1/{label}", float("nan")) for label in LABELS}
+            for name, r in zip(names, runs)
+        },
+        f"Test F1 by emotion: {len(runs)} runs",
+    )
+    figures.save(chart, out / "f1_by_class_runs")
+    head = ["run", "overrides", "test F1 w", "test F1 macro", "val F1 w", "test ECE", "train min"]
+    rows = []
+    for name, run in zip(names, runs):
+        m, seconds = run.metrics, run.metrics.get("train_seconds")
+        own = " ".join(o for o in run.overrides if o not in shared)
+        rows.append(
+            [
+                name,
+                f"`{own}`" if own else "",
+                _fmt(m.get("test/f1_weighted")),
+                _fmt(m.get("test/f1_macro")),
+                _fmt(m.get("val/f1_weighted_best")),
+                _fmt(m.get("test/ece_calibrated", m.get("test/ece"))),
+                _fmt(seconds / 60 if seconds is not None else None, 1),
+            ]
+        )
+    per_class = [
+        [name, *(_fmt(r.metrics.get(f"test_f1/{label}"), 3) for label in LABELS)] for name, r in zip(names, runs)
+    ]
+    lines = [f"# {len(runs)} runs side by side", ""]
+    if shared:
+        lines += [f"Every run: `{' '.join(shared)}`", ""]
+    lines += ["## Test metrics", "", markdown_table(head, rows)]
+    lines += ["## Test F1 by emotion", "", "![Test F1 by emotion](f1_by_class_runs.png)", ""]
+    lines += [markdown_table(["run", *LABELS], per_class)]
+    return "\n".join(lines)
+
+
+def unique_names(runs: list[Run]) -> list[str]:
+    """Run names, made unique with a number where two folders share one."""
+    names = [r.name for r in runs]
+    return [n if names.count(n) == 1 else f"{n} ({i + 1})" for i, n in enumerate(names)]
+
+
+def sweep_objective(trial: Path) -> str:
+    config = trial / ".hydra" / "config.yaml"
+    if config.is_file():
+        metric = OmegaConf.load(config).get("optimized_metric")
+        if metric:
+            return str(metric)
+    return OBJECTIVES[0]
+
+
+def trial_params(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Each trial's swept hyperparameters: the overrides that differ between trials, as key -> value."""
+    shared = set(shared_overrides(rows))
+    return [dict(o.partition("=")[::2] for o in row["overrides"] if o not in shared and "=" in o) for row in rows]
+
+
+def importances(params: list[dict[str, str]], values: list[float | None]) -> dict[str, float]:
+    """Importances of the swept hyperparameters over the finished trials (Optuna's mean decrease in impurity)."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    float_dist = getattr(optuna.distributions, "FloatDistribution", None) or optuna.distributions.UniformDistribution
+    done = [(p, v) for p, v in zip(params, values) if v is not None]
+    keys = sorted({k for p, _ in done for k in p})
+    if len(done) < 2 or not keys:
+        return {}
+    distributions, parsed = {}, [dict() for _ in done]
+    for key in keys:
+        raw = [p.get(key) for p, _ in done]
+        try:
+            numbers = [float(r) for r in raw]
+        except (TypeError, ValueError):
+            distributions[key] = CategoricalDistribution(sorted({str(r) for r in raw}))
+            numbers = [str(r) for r in raw]
+        else:
+            if min(numbers) == max(numbers):
+                continue
+            distributions[key] = float_dist(min(numbers), max(numbers))
+        for row, value in zip(parsed, numbers):
+            row[key] = value
+    if not distributions:
+        return {}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    for row, (_, value) in zip(parsed, done):
+        params_row = {k: v for k, v in row.items() if k in distributions}
+        study.add_trial(optuna.trial.create_trial(params=params_row, distributions=distributions, value=value))
+    # Random-forest impurity decrease (fANOVA in optuna 2.10 fails on numpy 2); seeded: same trials, same report.
+    evaluator = optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0)
+    return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
+
+
+def sweep_report(folder: Path, out: Path) -> str:
+    rows = sorted(collect(folder), key=lambda r: r["trial"])
+    trials = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    metric = sweep_objective(trials[0]) if trials else OBJECTIVES[0]
+    values = []
+    for row in rows:
+        metrics_file = folder / str(row["trial"]) / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        values.append(metrics.get(metric) if metrics.get("status", "ok") == "ok" else None)
+    figures.save(figures.optimisation_history(values, f"{folder.name}: {metric} per trial", metric), out / "history")
+    lines = [f"# Sweep {folder.name}", "", f"{len(rows)} trials; objective `{metric}` (maximised).", ""]
+    lines += ["## Optimisation history", "", "![Optimisation history](history.png)", ""]
+    found = importances(trial_params(rows), values)
+    if found:
+        figures.save(
+            figures.param_importances(found, f"{folder.name}: hyperparameter importances"), out / "importances"
+        )
+        lines += ["## Hyperparameter importances", "", "![Importances](importances.png)", ""]
+        lines += [markdown_table(["hyperparameter", "importance"], [[k, f"{v:.3f}"] for k, v in found.items()])]
+    else:
+        lines += ["Importances need at least two finished trials with a hyperparameter that varies.", ""]
+    ranked = collect(folder)
+    lines += ["## Trials, best first", "", to_markdown(ranked)]
+    return "\n".join(lines)
+
+
+def default_out(paths: list[Path]) -> Path:
+    if len(paths) == 1:
+        return paths[0]
+    return Path("outputs") / "reports" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m emotion_lab.report",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders, or one multirun (sweep) folder")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where report.md goes (default: the run or sweep folder itself; outputs/reports/<time> for several runs)",
+    )
+    args = parser.parse_args(argv)
+    out = args.out or default_out(args.runs)
+    if len(args.runs) == 1 and args.runs[0].is_dir() and is_multirun(args.runs[0]):
+        out.mkdir(parents=True, exist_ok=True)
+        text = sweep_report(args.runs[0], out)
+        problems = []
+    else:
+        runs, problems = [], []
+        for path in args.runs:
+            run, missing = read_run(path)
+            problems += missing
+            if run is not None:
+                runs.append(run)
+        for line in problems:
+            print(f"missing: {line}", file=sys.stderr)
+        if not runs:
+            print("error: no run to report on: every folder above lacks its test metrics", file=sys.stderr)
+            return 2
+        out.mkdir(parents=True, exist_ok=True)
+        text = single_run_report(runs[0], out) if len(runs) == 1 else comparison_report(runs, out)
+    if problems:
+        text += "\n## Missing\n\n" + "\n".join(f"- {line}" for line in problems) + "\n"
+    (out / "report.md").write_text(text, encoding="utf-8")
+    print(out / "report.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""python -m emotion_lab.report: one run, runs side by side, a sweep, and folders that lack something."""
+
+import json
+import re
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+from omegaconf import open_dict
+
+from emotion_lab.data.labels import LABELS
+from emotion_lab.report import importances, main
+from emotion_lab.train import train
+
+
+def linked_images(report: Path) -> list[Path]:
+    return [report.parent / link for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report.read_text())]
+
+
+def assert_real_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.image.imread(path)[..., :3].std() > 0.05  # not blank
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, data_dir, tiny_encoder):
+    """Two tiny finished runs that differ in their loss: focal (the default) and cross-entropy."""
+    from tests.conftest import QUIET, compose_config
+
+    runs = []
+    for loss in ("focal", "ce"):
+        out = tmp_path_factory.mktemp(f"run_{loss}")
+        overrides = [
+            f"model.net.encoder_name={tiny_encoder}",
+            "model.net.lstm_hidden=16",
+            f"data.dir={data_dir}",
+            "data.batch_size=8",
+            "trainer.max_epochs=1",
+            "trainer.num_sanity_val_steps=0",
+            "export=false",
+            f"loss={loss}",
+            *QUIET,
+        ]
+        cfg = compose_config("train", overrides, out)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(out)
+        train(cfg)
+        (out / ".hydra").mkdir()
+        (out / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+        runs.append(out)
+    return runs
+
+
+def test_one_run_gets_its_report_with_every_figure(two_runs, capsys):
+    run = two_runs[0]
+    assert main([str(run)]) == 0
+    report = run / "report.md"
+    text = report.read_text()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert f"| test weighted F1 | {metrics['test/f1_weighted']:.4f} |" in text
+    for label in LABELS:
+        assert f"| {label} | {metrics[f'test_precision/{label}']:.4f} |" in text
+    images = linked_images(report)
+    assert {p.stem for p in images} >= {"f1_by_class", "confusion_matrix", "reliability", "attention_words"}
+    for image in images:
+        assert_real_png(image)
+    assert "## Missing" not in text
+
+
+def test_runs_side_by_side_share_one_chart_and_one_table(two_runs, tmp_path):
+    out = tmp_path / "cmp"
+    assert main([*map(str, two_runs), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "`loss=focal`" in text and "`loss=ce`" in text  # each run's own overrides
+    assert "Every run:" in text and "trainer.max_epochs=1" in text.split("## Test metrics")[0]  # shared, once
+    for run in two_runs:
+        f1 = json.loads((run / "metrics.json").read_text())["test/f1_weighted"]
+        assert f"| {f1:.4f} |" in text
+    (chart,) = linked_images(out / "report.md")
+    assert chart.name == "f1_by_class_runs.png"
+    assert_real_png(chart)
+
+
+def test_a_folder_without_metrics_or_checkpoint_is_named(two_runs, tmp_path, capsys):
+    empty = tmp_path / "unfinished"
+    empty.mkdir()
+    assert main([str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert f"{empty}: no metrics.json: the run did not finish" in err
+    assert f"{empty}: no checkpoint in" in err and "error: no run to report on" in err
+
+    no_ckpt = tmp_path / "no_ckpt"
+    no_ckpt.mkdir()
+    (no_ckpt / "metrics.json").write_text((two_runs[0] / "metrics.json").read_text())
+    assert main([str(no_ckpt), str(empty), "--out", str(tmp_path / "r")]) == 0
+    missing = (tmp_path / "r" / "report.md").read_text().split("## Missing")[1]
+    assert f"{no_ckpt}: no checkpoint" in missing and f"{empty}: no metrics.json" in missing
+
+
+def fake_sweep(folder: Path) -> list[float | None]:
+    """8 trials whose objective follows model.optimizer.lr only; pooling varies but does not matter;
+    trial 3 failed."""
+    values = []
+    for trial in range(8):
+        lr = 1e-4 * (trial + 1)
+        pooling = ["mean", "max"][trial % 2]
+        value = None if trial == 3 else 0.80 + 100 * lr
+        (folder / str(trial) / ".hydra").mkdir(parents=True)
+        overrides = ["experiment=cached_head", f"model.optimizer.lr={lr}", f"model.net.pooling={pooling}"]
+        (folder / str(trial) / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+        (folder / str(trial) / ".hydra" / "config.yaml").write_text("optimized_metric: val/f1_weighted_best\n")
+        metrics = {"status": "failed: diverged"} if value is None else {"status": "ok", "val/f1_weighted_best": value}
+        (folder / str(trial) / "metrics.json").write_text(json.dumps(metrics))
+        values.append(value)
+    return values
+
+
+def test_a_sweep_gets_history_importances_and_its_trials(tmp_path):
+    sweep = tmp_path / "multirun"
+    fake_sweep(sweep)
+    assert main([str(sweep)]) == 0
+    text = (sweep / "report.md").read_text()
+    assert "8 trials; objective `val/f1_weighted_best`" in text
+    assert {p.name for p in linked_images(sweep / "report.md")} == {"history.png", "importances.png"}
+    for image in linked_images(sweep / "report.md"):
+        assert_real_png(image)
+    rows = dict(re.findall(r"\| (model\.[\w.]+) \| ([0-9.]+) \|", text))
+    assert float(rows["model.optimizer.lr"]) > float(rows["model.net.pooling"])
+    assert "failed: diverged" in text  # the failed trial is listed, not dropped
+
+
+def test_importances_follow_the_parameter_that_moves_the_objective():
+    params = [{"lr": str(i), "pooling": ["mean", "max"][i % 2]} for i in range(10)]
+    values = [0.5 + 0.01 * i for i in range(10)]
+    found = importances(params, values)
+    assert found["lr"] > 0.8 > found["pooling"]
+    assert importances(params[:1], values[:1]) == {}  # one trial: nothing to compare
