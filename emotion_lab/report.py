@@ -29,17 +29,18 @@ from emotion_lab.data.labels import LABELS
 from emotion_lab.reporting import figures
 from emotion_lab.tools.bench import markdown_table
 from emotion_lab.tools.sweep_report import collect, shared_overrides, to_markdown
+from emotion_lab.utils.config import PROJECT_ROOT
 
-# A run's figures in the order a reader wants them, with their captions (RunFigures writes them).
+# A run's figures (RunFigures writes them) in the order a reader wants them, with their captions.
 RUN_FIGURES = {
-    "f1_by_class": "F1 by emotion, beside the reference build",
-    "precision_recall_f1": "Precision, recall and F1 per emotion",
-    "confusion_matrix": "Confusion matrix (rows: true emotion)",
-    "reliability": "Reliability before and after temperature scaling",
-    "class_distribution": "Emotions per split",
-    "attention_words": "Attention over the words of one test sentence per emotion",
+    "figures/f1_by_class.png": "F1 by emotion, beside the reference build",
+    "figures/precision_recall_f1.png": "Precision, recall and F1 per emotion",
+    "figures/confusion_matrix.png": "Confusion matrix (rows: true emotion)",
+    "figures/reliability.png": "Reliability before and after temperature scaling",
+    "figures/class_distribution.png": "Emotions per split",
+    "attention_words.png": "Attention over the words of one test sentence per emotion",
 }
-OBJECTIVES = ("val/f1_weighted_best", "val/f1_weighted")
+DEFAULT_OBJECTIVE = "val/f1_weighted_best"
 
 
 @dataclass
@@ -71,28 +72,41 @@ def read_run(path: Path) -> tuple[Run | None, list[str]]:
     metrics: no Run (nothing to report); no checkpoint: a Run, with the line."""
     if not path.is_dir():
         return None, [f"{path}: not a folder"]
-    problems = []
-    if not any((path / "checkpoints").glob("*.ckpt")):
-        problems.append(f"{path}: no checkpoint in {path / 'checkpoints'}: it cannot be evaluated or exported again")
-    metrics_file = path / "metrics.json"
+    metrics_file, metrics, problems = path / "metrics.json", None, []
     if not metrics_file.is_file():
-        return None, [
+        problems.append(
             f"{path}: no metrics.json: the run did not finish (resume it with ckpt_path=last, or run "
-            "python -m emotion_lab.evaluate ckpt_path=<its checkpoint>)",
-            *problems,
-        ]
-    try:
-        metrics = json.loads(metrics_file.read_text())
-    except json.JSONDecodeError as err:
-        return None, [f"{metrics_file}: not JSON ({err.msg}, line {err.lineno})", *problems]
+            "python -m emotion_lab.evaluate ckpt_path=<its checkpoint>)"
+        )
+    else:
+        try:
+            metrics = json.loads(metrics_file.read_text())
+        except json.JSONDecodeError as err:
+            problems.append(f"{metrics_file}: not JSON ({err.msg}, line {err.lineno})")
+    # An evaluate folder names the checkpoint it tested; a training run keeps its own.
+    if metrics is not None and not isinstance(metrics, dict):
+        metrics, problems = None, [*problems, f"{metrics_file}: not a JSON object of metrics"]
+    evaluated = Path(metrics["ckpt_path"]) if metrics and metrics.get("ckpt_path") else None
+    if evaluated is not None and not evaluated.is_file():
+        problems.append(f"{path}: its checkpoint {evaluated} is missing: it cannot be evaluated or exported again")
+    elif evaluated is None and not any((path / "checkpoints").glob("*.ckpt")):
+        problems.append(f"{path}: no checkpoint in {path / 'checkpoints'}: it cannot be evaluated or exported again")
+    if metrics is None:
+        return None, problems
     if "test/f1_weighted" not in metrics:
         return None, [
             f"{metrics_file}: no test metrics (trained with test=false?); run python -m emotion_lab.evaluate "
             "ckpt_path=<its checkpoint>",
             *problems,
         ]
-    name = f"{path.parent.name}/{path.name}" if path.parent.name else path.name
-    return Run(path, name, metrics, read_overrides(path)), problems
+    return Run(path, run_name(path), metrics, read_overrides(path)), problems
+
+
+def run_name(path: Path) -> str:
+    """`<task>/<time>` for a training run (outputs/<task>/runs/<time>), else `<parent>/<folder>`
+    (a benchmark's `<row>/seed<N>`)."""
+    parent = path.resolve().parent
+    return f"{parent.parent.name}/{path.name}" if parent.name == "runs" else f"{parent.name}/{path.name}"
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -138,11 +152,11 @@ def single_run_report(run: Run, out: Path) -> str:
             rows = [[c["true"], c["predicted"], str(c["count"]), f"{c['f1_weighted_cost']:.4f}"] for c in costly]
             lines += [markdown_table(["true", "predicted", "sentences", "weighted F1 lost"], rows)]
             lines += ["Examples: `test_report.txt`; the most confident mistakes per emotion: `errors.csv`.", ""]
-    drawn = [(key, caption) for key, caption in RUN_FIGURES.items() if (run.path / "figures" / f"{key}.png").is_file()]
+    drawn = [(file, caption) for file, caption in RUN_FIGURES.items() if (run.path / file).is_file()]
     if drawn:
         lines += ["## Figures", ""]
-        for key, caption in drawn:
-            link = os.path.relpath(run.path / "figures" / f"{key}.png", out)
+        for file, caption in drawn:
+            link = os.path.relpath(run.path / file, out)
             lines += [f"### {caption}", "", f"![{caption}]({link})", ""]
     return "\n".join(lines)
 
@@ -158,7 +172,7 @@ def comparison_report(runs: list[Run], out: Path) -> str:
         f"Test F1 by emotion: {len(runs)} runs",
     )
     figures.save(chart, out / "f1_by_class_runs")
-    head = ["run", "overrides", "test F1 w", "test F1 macro", "val F1 w", "test ECE", "train min"]
+    head = ["run", "overrides", "test F1 w", "test F1 macro", "val F1 w", "test ECE (calibrated)", "train min"]
     rows = []
     for name, run in zip(names, runs):
         m, seconds = run.metrics, run.metrics.get("train_seconds")
@@ -170,7 +184,7 @@ def comparison_report(runs: list[Run], out: Path) -> str:
                 _fmt(m.get("test/f1_weighted")),
                 _fmt(m.get("test/f1_macro")),
                 _fmt(m.get("val/f1_weighted_best")),
-                _fmt(m.get("test/ece_calibrated", m.get("test/ece"))),
+                _fmt(m.get("test/ece_calibrated")),
                 _fmt(seconds / 60 if seconds is not None else None, 1),
             ]
         )
@@ -198,7 +212,7 @@ def sweep_objective(trial: Path) -> str:
         metric = OmegaConf.load(config).get("optimized_metric")
         if metric:
             return str(metric)
-    return OBJECTIVES[0]
+    return DEFAULT_OBJECTIVE
 
 
 def trial_params(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -246,7 +260,7 @@ def importances(params: list[dict[str, str]], values: list[float | None]) -> dic
 def sweep_report(folder: Path, out: Path) -> str:
     rows = sorted(collect(folder), key=lambda r: r["trial"])
     trials = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-    metric = sweep_objective(trials[0]) if trials else OBJECTIVES[0]
+    metric = sweep_objective(trials[0]) if trials else DEFAULT_OBJECTIVE
     values = []
     for row in rows:
         metrics_file = folder / str(row["trial"]) / "metrics.json"
@@ -272,7 +286,7 @@ def sweep_report(folder: Path, out: Path) -> str:
 def default_out(paths: list[Path]) -> Path:
     if len(paths) == 1:
         return paths[0]
-    return Path("outputs") / "reports" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    return Path(PROJECT_ROOT) / "outputs" / "reports" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out or default_out(args.runs)
     if len(args.runs) == 1 and args.runs[0].is_dir() and is_multirun(args.runs[0]):
+        if not collect(args.runs[0]):
+            print(f"error: {args.runs[0]}: a multirun folder without trial folders (0/, 1/, ...)", file=sys.stderr)
+            return 2
         out.mkdir(parents=True, exist_ok=True)
         text = sweep_report(args.runs[0], out)
         problems = []
@@ -303,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in problems:
             print(f"missing: {line}", file=sys.stderr)
         if not runs:
-            print("error: no run to report on: every folder above lacks its test metrics", file=sys.stderr)
+            print("error: no run to report on: none of the folders above has test metrics", file=sys.stderr)
             return 2
         out.mkdir(parents=True, exist_ok=True)
         text = single_run_report(runs[0], out) if len(runs) == 1 else comparison_report(runs, out)

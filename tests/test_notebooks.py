@@ -67,9 +67,14 @@ def test_the_notebook_runs_end_to_end(name, tiny_run, data_dir, tmp_path, monkey
     ).execute()
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    if name == "first_look":  # the figures, the scalars' plot and the attention figure were drawn
+    text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    if name == "first_look":  # the figures, the scalars' plot and the attention figures were drawn
         images = [o for o in outputs if "image/png" in o.get("data", {})]
-        assert len(images) == 9  # 6 from figures/, the pies, the scalars, the attention
+        assert len(images) == 9  # 5 from figures/, the run's attention figure, the pies, the scalars, yours
+    if name == "compare_runs":
+        assert "train/runs/2026-01-01_00-00-00-000000" in text  # the tiny run is a row of the table
+    if name == "logit_bias_check":
+        assert "seed42: held-out validation gain" in text
 
 
 def test_every_notebook_is_stored_without_outputs_and_takes_parameters():

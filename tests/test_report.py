@@ -97,6 +97,33 @@ def test_a_folder_without_metrics_or_checkpoint_is_named(two_runs, tmp_path, cap
     assert f"{no_ckpt}: no checkpoint" in missing and f"{empty}: no metrics.json" in missing
 
 
+def test_an_evaluate_folder_is_judged_by_the_checkpoint_it_names(two_runs, tmp_path):
+    evaluated = tmp_path / "eval"
+    evaluated.mkdir()
+    metrics = json.loads((two_runs[0] / "metrics.json").read_text())
+    ckpt = next((two_runs[0] / "checkpoints").glob("*.ckpt"))
+    (evaluated / "metrics.json").write_text(json.dumps({"ckpt_path": str(ckpt), **metrics}))
+    assert main([str(evaluated)]) == 0
+    assert "## Missing" not in (evaluated / "report.md").read_text()
+    (evaluated / "metrics.json").write_text(json.dumps({"ckpt_path": str(tmp_path / "gone.ckpt"), **metrics}))
+    assert main([str(evaluated)]) == 0
+    assert f"its checkpoint {tmp_path / 'gone.ckpt'} is missing" in (evaluated / "report.md").read_text()
+
+
+def test_a_run_is_named_by_its_task_and_time(tmp_path):
+    from emotion_lab.report import run_name
+
+    assert run_name(tmp_path / "outputs" / "best_cpu" / "runs" / "2026-11-27_10-00") == "best_cpu/2026-11-27_10-00"
+    assert run_name(tmp_path / "bench" / "hybrid" / "seed42") == "hybrid/seed42"
+
+
+def test_a_multirun_folder_without_trials_is_one_line(tmp_path, capsys):
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "multirun.yaml").write_text("hydra: {}\n")
+    assert main([str(tmp_path / "sweep")]) == 2
+    assert "a multirun folder without trial folders" in capsys.readouterr().err
+
+
 def fake_sweep(folder: Path) -> list[float | None]:
     """8 trials whose objective follows model.optimizer.lr only; pooling varies but does not matter;
     trial 3 failed."""
@@ -135,3 +162,14 @@ def test_importances_follow_the_parameter_that_moves_the_objective():
     found = importances(params, values)
     assert found["lr"] > 0.8 > found["pooling"]
     assert importances(params[:1], values[:1]) == {}  # one trial: nothing to compare
+
+
+def test_nothing_committed_under_docs_quotes_the_datasets_sentences():
+    """Run outputs that quote test sentences (attention figure, errors.csv, test reports with examples) are
+    never published into docs/."""
+    from emotion_lab.utils.config import PROJECT_ROOT
+
+    docs = Path(PROJECT_ROOT) / "docs"
+    quoting = [*docs.glob("**/attention_words*"), *docs.glob("**/errors.csv")]
+    quoting += [p for p in docs.glob("**/test_report.*") if "examples" in p.read_text(encoding="utf-8")]
+    assert quoting == []

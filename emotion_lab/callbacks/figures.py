@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from emotion_lab.callbacks.reports import TestOutputs
 from emotion_lab.data.labels import LABELS
+from emotion_lab.errors import ConfigError
 from emotion_lab.inference.predictor import EmotionPredictor
 from emotion_lab.reporting import figures
 
@@ -61,11 +62,17 @@ class RunFigures(TestOutputs):
     TensorBoard (`test_figures/...`): per-class F1 beside the reference build's, the class
     distribution of each split, precision / recall / F1 per class, the confusion matrix (PNG only:
     `ConfusionMatrixFigure` puts it in TensorBoard), a reliability diagram before and after
-    temperature scaling, and the attention over the words of one test sentence per emotion
-    (`attention_sentences`; 0 = none, as for networks without attention)."""
+    temperature scaling. Beside `figures/`, as `attention_words.{png,svg}` (it quotes test sentences, as
+    `errors.csv` does, so that `figures/` can be published whole): the attention over the words of one
+    test sentence per emotion (`attention_sentences`, 0 = none; none for networks without attention)."""
 
-    def __init__(self, output_dir: str, run_name: str = "", attention_sentences: int = 6) -> None:
+    def __init__(self, output_dir: str, run_name: str = "", attention_sentences: int = len(LABELS)) -> None:
         super().__init__()
+        if not 0 <= attention_sentences <= len(LABELS):
+            raise ConfigError(
+                f"callbacks.run_figures.attention_sentences={attention_sentences}: allowed 0 to {len(LABELS)} "
+                "(one sentence per emotion)"
+            )
         self.output_dir = Path(output_dir)
         self.run_name = run_name
         self.attention_sentences = attention_sentences
@@ -92,9 +99,6 @@ class RunFigures(TestOutputs):
         counts = getattr(trainer.datamodule, "split_counts", None)
         if counts:
             drawn["class_distribution"] = figures.class_pies(counts, f"{name}: emotions per split")
-        attention = self._attention(trainer, pl_module, name)
-        if attention is not None:
-            drawn["attention_words"] = attention
         folder = self.output_dir / "figures"
         folder.mkdir(parents=True, exist_ok=True)
         for logger in [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]:
@@ -104,15 +108,23 @@ class RunFigures(TestOutputs):
         drawn["confusion_matrix"] = figures.confusion_heatmap(matrix, f"{name}: test confusion matrix (rows: true)")
         for key, fig in drawn.items():
             figures.save(fig, folder / key)
+        attention = self._attention(trainer, pl_module, name)  # last: the figures above are saved whatever happens
+        if attention is not None:
+            figures.save(attention, self.output_dir / "attention_words")
+            for logger in [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]:
+                logger.experiment.add_figure("test_figures/attention_words", attention, global_step=trainer.global_step)
 
     def _attention(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str):
         """Attention over the words of test sentences, one per true emotion of about 12 words (a sentence
-        typical of the data, not its shortest), or None without an attention layer or a tokenizer."""
+        typical of the data, not its shortest), or None without an attention layer or a fast tokenizer (its
+        word boundaries group the word-pieces)."""
         datamodule = trainer.datamodule
         net = getattr(pl_module, "net", None)
         if not self.attention_sentences or getattr(net, "attention", None) is None or datamodule is None:
             return None
-        if getattr(datamodule, "tokenizer", None) is None or not hasattr(datamodule, "eval_examples"):
+        if not getattr(getattr(datamodule, "tokenizer", None), "is_fast", False) or not hasattr(
+            datamodule, "eval_examples"
+        ):
             return None
         chosen: dict[int, str] = {}
         for text, label in sorted(datamodule.eval_examples("test"), key=lambda ex: abs(len(ex[0].split()) - 12)):
@@ -125,8 +137,10 @@ class RunFigures(TestOutputs):
             temperature=pl_module.temperature or 1.0,
         )
         was_training = net.training
-        attention = predictor.word_attention(texts)
-        net.train(was_training)
+        try:
+            attention = predictor.word_attention(texts)
+        finally:
+            net.train(was_training)
         truth = [LABELS[label] for label in sorted(chosen)]
         rows = [(f"{true} -> {a.label} ({a.prob:.2f})", a.words, a.weights) for true, a in zip(truth, attention)]
         special = sum(a.special_share for a in attention) / len(attention)

@@ -274,7 +274,7 @@ class EmotionPredictor:
             encoded = self.tokenizer(text, truncation=True, max_length=self.max_length, return_tensors="pt")
             logits, weights = self.backend(encoded["input_ids"], encoded["attention_mask"], with_attention=True)
             if weights is None:
-                raise ValueError(f"{type(self.net).__name__} has no attention layer: no attention over words")
+                raise ValueError(f"this model ({self.backend.name}) returns no attention: no attention over words")
             received = weights[0].float().cpu().mean(0)  # by key position, averaged over the queries
             by_word: dict[int, float] = {}
             for position, word in enumerate(encoded.word_ids(0)):

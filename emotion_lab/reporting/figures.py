@@ -129,6 +129,7 @@ def attention_words(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]], 
                 col, row, word, ha="center", va="center", fontsize=8, color="white" if weight > 0.6 * top else "black"
             )
     ax.set(xticks=[], yticks=np.arange(len(rows)), yticklabels=[label for label, _, _ in rows])
+    ax.set(xlabel="words of the sentence, in order", ylabel="true -> predicted (probability)")
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, label="share of attention", fraction=0.03)
     fig.tight_layout()
@@ -137,7 +138,7 @@ def attention_words(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]], 
 
 def f1_bars_runs(f1_by_run: Mapping[str, Mapping[str, float]], title: str) -> Figure:
     """Per-class F1 of several runs as grouped bars, one colour per run."""
-    fig = Figure(figsize=(max(8, 1.2 * len(LABELS) * max(1, len(f1_by_run)) / 2), 4.8))
+    fig = Figure(figsize=(min(16, max(8, 0.6 * len(LABELS) * len(f1_by_run))), 5.2))
     ax = fig.subplots()
     x = np.arange(len(LABELS))
     width = 0.8 / len(f1_by_run)
@@ -145,8 +146,9 @@ def f1_bars_runs(f1_by_run: Mapping[str, Mapping[str, float]], title: str) -> Fi
         bars = ax.bar(x - 0.4 + width * (i + 0.5), [f1[label] for label in LABELS], width, label=run)
         if len(f1_by_run) <= 4:
             ax.bar_label(bars, fmt="%.2f", fontsize=7)
-    ax.set(xticks=x, xticklabels=LABELS, ylim=(0, 1.08), ylabel="test F1", xlabel="emotion", title=title)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set(xticks=x, xticklabels=LABELS, ylim=(0, 1.08), ylabel="test F1", xlabel="emotion")
+    ax.set_title(title, pad=12 + 14 * ((len(f1_by_run) + 2) // 3))
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 

@@ -201,6 +201,15 @@ def seed_overrides(overrides: list[str], seed: int) -> list[str]:
     return [*overrides, f"seed={seed}", "export=false"]
 
 
+# Overrides that change where logs go or what the console shows, never what is trained.
+NOT_TRAINING = ("paths.log_dir", "trainer.enable_progress_bar", "callbacks.progress_bar")
+
+
+def what_trains(overrides: list[str]) -> list[str]:
+    """The overrides that decide a run's result: a run made with another log folder or progress bar counts."""
+    return [o for o in overrides if o.partition("=")[0] not in NOT_TRAINING]
+
+
 def saved_result(out: Path, name: str, overrides: list[str], seed: int) -> dict[str, Any] | None:
     """A finished run's metrics, if it was trained with exactly these overrides."""
     saved = out / name / f"seed{seed}" / "result.json"
@@ -211,7 +220,7 @@ def saved_result(out: Path, name: str, overrides: list[str], seed: int) -> dict[
     except ValueError:  # unreadable: treated as unfinished, so the run is set aside and trained again
         log.warning("%s is not valid JSON; the run counts as unfinished", saved)
         return None
-    if earlier.get("overrides") != seed_overrides(overrides, seed):
+    if what_trains(earlier.get("overrides", [])) != what_trains(seed_overrides(overrides, seed)):
         return None
     return {**earlier["metrics"], "overrides": earlier["overrides"], "provenance": earlier.get("provenance")}
 

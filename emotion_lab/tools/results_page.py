@@ -29,6 +29,7 @@ ROW_TITLES = {
     "no_attention": "recipe without the attention",
     "ce_loss": "recipe with cross-entropy instead of focal loss",
     "with_augment": "recipe with WordNet augmentation (same steps)",
+    "distilled": "recipe distilled from the three-seed teacher_mpnet ensemble (`experiment=distilled_cpu`)",
 }
 
 

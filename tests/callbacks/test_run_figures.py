@@ -42,6 +42,20 @@ def test_figures_without_tensorboard_or_split_counts(tmp_path):
     assert written == {f"{name}.{suffix}" for name in expected for suffix in ("png", "svg")}
 
 
+def test_attention_sentences_are_one_per_emotion_at_most(tmp_path):
+    from emotion_lab.errors import ConfigError
+
+    for bad in (-1, 7):
+        with pytest.raises(ConfigError, match=f"attention_sentences={bad}: allowed 0 to 6"):
+            RunFigures(str(tmp_path), attention_sentences=bad)
+    # 0: no attention figure, even for a network that has attention and a fast tokenizer.
+    datamodule = SimpleNamespace(tokenizer=SimpleNamespace(is_fast=True), eval_examples=lambda split: [])
+    module = SimpleNamespace(net=SimpleNamespace(attention=object()))
+    assert (
+        RunFigures(str(tmp_path), attention_sentences=0)._attention(fake_trainer({}, datamodule), module, "x") is None
+    )
+
+
 def test_reliability_shows_the_scaled_curve_only_when_there_is_a_temperature(tmp_path):
     callback, logits, targets, metrics = run_callback(tmp_path, temperature=None)
     assert list(callback._reliability(logits, targets, metrics, None)) == ["raw"]

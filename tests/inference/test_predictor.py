@@ -33,5 +33,5 @@ def test_word_attention_needs_an_attention_layer(tiny_encoder):
 
     torch.manual_seed(0)
     net = BiLSTMAttentionNet(tiny_encoder, lstm_hidden=8, attn_heads=0)
-    with pytest.raises(ValueError, match="no attention layer"):
+    with pytest.raises(ValueError, match="returns no attention"):
         EmotionPredictor(net, load_tokenizer(tiny_encoder)).word_attention(["i feel fine"])

@@ -84,6 +84,10 @@ def test_table_grows_over_invocations_and_reuses_only_unchanged_runs(tmp_path, d
     monkeypatch.setattr(emotion_lab.train, "train", must_not_train)
     assert main(["--rows", "hybrid,no_lstm", *common]) == 0
     assert table()["hybrid"]["test/f1_weighted"] == first["hybrid"]["test/f1_weighted"]
+    # Another log folder or progress bar does not change what trains: still reused, still in the table.
+    display = [o for o in common if not o.startswith(("trainer.enable_progress_bar", "callbacks.progress_bar"))]
+    assert main(["--rows", "hybrid", *display, f"paths.log_dir={tmp_path / 'logs'}"]) == 0
+    assert table()["hybrid"]["test/f1_weighted"] == first["hybrid"]["test/f1_weighted"]
     # Other overrides for the same (row, seed): the saved result is stale and must not be reused.
     with pytest.raises(AssertionError, match="trained again"):
         main(["--rows", "hybrid", *common, "model.net.dropout=0.2"])
