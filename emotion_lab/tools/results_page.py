@@ -131,9 +131,20 @@ def render(docs: Path | None = None) -> Path:
     if len(folders) > 1:
         lines += ["", "## Earlier results", ""]
         lines += [f"- [{p.name}]({p.relative_to(docs)}/results.md)" for p in reversed(folders[:-1])]
+    lines += other_measurements(docs)
     page = docs / "results.md"
     page.write_text("\n".join(lines) + "\n")
     return page
+
+
+def other_measurements(docs: Path) -> list[str]:
+    """Links to the other published measurements (docs/results/<topic>/<date>_<commit>/), by topic."""
+    found = []
+    for folder in sorted(p for p in (docs / "results").glob("*/*") if p.is_dir()):
+        page = next((folder / n for n in ("report.md", "results.md", "notes.md") if (folder / n).is_file()), None)
+        if page is not None:
+            found.append(f"- {folder.parent.name}: [{folder.name}]({page.relative_to(docs)})")
+    return ["", "## Other measurements", "", *found] if found else []
 
 
 def main(argv: list[str] | None = None) -> int:

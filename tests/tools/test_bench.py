@@ -62,6 +62,13 @@ def test_publish_flag_and_results_page_command(tmp_path, data_dir, tiny_encoder,
     assert results_page.main([]) == 0  # regenerates the page from the committed files alone
     assert (out / "results.md").read_text().strip() in (tmp_path / "docs" / "results.md").read_text()
     assert results_page.main(["--add", str(tmp_path / "no-such-bench")]) == 2
+    # Other published measurements (docs/results/<topic>/<date>_<commit>/) are linked from the page.
+    ablation = tmp_path / "docs" / "results" / "ablations" / "2026-01-01_abc1234"
+    ablation.mkdir(parents=True)
+    (ablation / "report.md").write_text("# 4 runs side by side\n")
+    assert results_page.main([]) == 0
+    page = (tmp_path / "docs" / "results.md").read_text()
+    assert "- ablations: [2026-01-01_abc1234](results/ablations/2026-01-01_abc1234/report.md)" in page
 
 
 def test_table_grows_over_invocations_and_reuses_only_unchanged_runs(tmp_path, data_dir, tiny_encoder, monkeypatch):
