@@ -111,16 +111,23 @@ def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> 
     return cfg
 
 
+def tiny_overrides(tiny_encoder: str, data_dir: Path) -> list[str]:
+    """What every tiny training run sets: the tiny encoder, a narrow head, the synthetic data, batches of 8."""
+    return [
+        f"model.net.encoder_name={tiny_encoder}",
+        "model.net.lstm_hidden=16",
+        f"data.dir={data_dir}",
+        "data.batch_size=8",
+    ]
+
+
 @pytest.fixture
 def tiny_train_cfg(tmp_path, data_dir, tiny_encoder) -> DictConfig:
     """The full training config, pointed at the tiny encoder and data, one epoch, CSV logging."""
     return compose_config(
         "train",
         [
-            f"model.net.encoder_name={tiny_encoder}",
-            "model.net.lstm_hidden=16",
-            f"data.dir={data_dir}",
-            "data.batch_size=8",
+            *tiny_overrides(tiny_encoder, data_dir),
             "trainer.max_epochs=1",
             "trainer.num_sanity_val_steps=0",
             "trainer.enable_progress_bar=false",

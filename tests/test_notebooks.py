@@ -16,15 +16,12 @@ NOTEBOOKS = {p.stem: p for p in sorted((Path(PROJECT_ROOT) / "notebooks").glob("
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, data_dir, tiny_encoder) -> Path:
     """A finished tiny run laid out as training lays it out: outputs/<task>/runs/<time>/."""
-    from tests.conftest import compose_config
+    from tests.conftest import compose_config, tiny_overrides
 
     outputs = tmp_path_factory.mktemp("outputs")
     run = outputs / "train" / "runs" / "2026-01-01_00-00-00-000000"
     overrides = [
-        f"model.net.encoder_name={tiny_encoder}",
-        "model.net.lstm_hidden=16",
-        f"data.dir={data_dir}",
-        "data.batch_size=8",
+        *tiny_overrides(tiny_encoder, data_dir),
         "trainer.max_epochs=2",
         "trainer.num_sanity_val_steps=0",
         "trainer.enable_progress_bar=false",

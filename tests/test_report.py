@@ -25,16 +25,13 @@ def assert_real_png(path: Path) -> None:
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, data_dir, tiny_encoder):
     """Two tiny finished runs that differ in their loss: focal (the default) and cross-entropy."""
-    from tests.conftest import QUIET, compose_config
+    from tests.conftest import QUIET, compose_config, tiny_overrides
 
     runs = []
     for loss in ("focal", "ce"):
         out = tmp_path_factory.mktemp(f"run_{loss}")
         overrides = [
-            f"model.net.encoder_name={tiny_encoder}",
-            "model.net.lstm_hidden=16",
-            f"data.dir={data_dir}",
-            "data.batch_size=8",
+            *tiny_overrides(tiny_encoder, data_dir),
             "trainer.max_epochs=1",
             "trainer.num_sanity_val_steps=0",
             "export=false",

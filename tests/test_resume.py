@@ -12,7 +12,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from emotion_lab.errors import ConfigError
 from emotion_lab.train import train
-from tests.conftest import QUIET, compose_config
+from tests.conftest import QUIET, compose_config, tiny_overrides
 
 
 def run_cfg(tmp_path, data_dir, tiny_encoder, name, *extra):
@@ -20,10 +20,7 @@ def run_cfg(tmp_path, data_dir, tiny_encoder, name, *extra):
     out = tmp_path / "train" / "runs" / name
     (out / ".hydra").mkdir(parents=True)
     overrides = [
-        f"model.net.encoder_name={tiny_encoder}",
-        "model.net.lstm_hidden=16",
-        f"data.dir={data_dir}",
-        "data.batch_size=8",
+        *tiny_overrides(tiny_encoder, data_dir),
         "trainer.max_epochs=2",
         f"paths.log_dir={tmp_path}",
         "callbacks.early_stopping=null",

@@ -104,9 +104,7 @@ class EmotionDataModule(L.LightningDataModule):
         if self.datasets is not None:
             return
         hp = self.hparams
-        splits, self.source = load_splits(hp.dir, hp.fallback_dirs, hp.hub_id, hp.on_bad_line)
-        if hp.limit_per_split:
-            splits = DatasetDict({k: v.select(range(min(hp.limit_per_split, len(v)))) for k, v in splits.items()})
+        splits, self.source = load_splits(hp.dir, hp.fallback_dirs, hp.hub_id, hp.on_bad_line, hp.limit_per_split)
         if self.augmenter is not None:
             splits["train"] = self.augmenter.augment_dataset(splits["train"])
         if hp.teacher_logits:

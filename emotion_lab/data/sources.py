@@ -145,9 +145,15 @@ def load_splits(
     fallback_dirs: Sequence[str | os.PathLike] = (),
     hub_id: str = "dair-ai/emotion",
     on_bad_line: str = "error",
+    limit: int | None = None,
 ) -> tuple[DatasetDict, str]:
-    """Load the three splits; returns them with a description of their source for the logs."""
+    """Load the three splits (the first `limit` sentences of each, if set); returns them with a
+    description of their source for the logs."""
     local = resolve_data_dir(data_dir, fallback_dirs)
     if local is not None:
-        return load_local_splits(local, on_bad_line=on_bad_line), str(local)
-    return load_hub_splits(hub_id), f"hub:{hub_id}"
+        splits, source = load_local_splits(local, on_bad_line=on_bad_line), str(local)
+    else:
+        splits, source = load_hub_splits(hub_id), f"hub:{hub_id}"
+    if limit:
+        splits = DatasetDict({name: rows.select(range(min(limit, len(rows)))) for name, rows in splits.items()})
+    return splits, source

@@ -74,9 +74,7 @@ def check_teacher_logits(data: DictConfig) -> None:
     """A row that distils must have teacher logits made on the training split it will see."""
     if not data.get("teacher_logits"):
         return
-    train = load_splits(data.dir, data.fallback_dirs, data.hub_id, data.on_bad_line)[0]["train"]
-    if data.limit_per_split:
-        train = train.select(range(min(data.limit_per_split, len(train))))
+    train = load_splits(data.dir, data.fallback_dirs, data.hub_id, data.on_bad_line, data.limit_per_split)[0]["train"]
     TeacherLogits.load(data.teacher_logits).for_split("train", train["text"], train["label"], data.teacher_logits)
 
 

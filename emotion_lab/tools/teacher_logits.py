@@ -27,11 +27,8 @@ from emotion_lab.tools.bench import compose_train
 def load_data(data_dir: str | None, limit: int | None) -> dict[str, tuple[list[str], list[int]]]:
     """Every split as the student's datamodule reads it (conf/data: data.dir, fallbacks, hub; the limit)."""
     data = compose_train([f"data.dir={data_dir}"] if data_dir else [], Path(".")).data
-    splits, _ = load_splits(data.dir, data.fallback_dirs, data.hub_id, data.on_bad_line)
-    return {
-        split: (list(rows["text"])[:limit], list(rows["label"])[:limit]) if limit else (rows["text"], rows["label"])
-        for split, rows in splits.items()
-    }
+    splits, _ = load_splits(data.dir, data.fallback_dirs, data.hub_id, data.on_bad_line, limit)
+    return {split: (list(rows["text"]), list(rows["label"])) for split, rows in splits.items()}
 
 
 def ensemble_scores(logits: torch.Tensor, labels: list[int]) -> dict[str, float]:
