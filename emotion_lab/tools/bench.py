@@ -31,6 +31,7 @@ from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from datasets import DatasetDict
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -138,10 +139,15 @@ def versions(*packages: str) -> dict[str, str]:
     return found
 
 
+def configured_splits(data_dir: str | None, limit: int | None = None) -> tuple[DatasetDict, str]:
+    """The splits found where training finds them (conf/data, or `data_dir`), and their source."""
+    data = compose_train([f"data.dir={data_dir}"] if data_dir else [], Path(".")).data
+    return load_splits(data.dir, data.fallback_dirs, data.hub_id, data.on_bad_line, limit)
+
+
 def test_split(data_dir: str | None) -> tuple[list[str], list[int], str]:
     """The test split's texts and label ids, found where training finds them (conf/data), and their source."""
-    data = compose_train([f"data.dir={data_dir}"] if data_dir else [], Path(".")).data
-    splits, source = load_splits(data.dir, data.fallback_dirs, data.hub_id)
+    splits, source = configured_splits(data_dir)
     return list(splits["test"]["text"]), list(splits["test"]["label"]), source
 
 

@@ -18,16 +18,14 @@ from pathlib import Path
 import torch
 from sklearn.metrics import f1_score
 
-from emotion_lab.data.sources import load_splits
 from emotion_lab.data.teacher_logits import refresh
 from emotion_lab.errors import UserInputError
-from emotion_lab.tools.bench import compose_train
+from emotion_lab.tools.bench import configured_splits
 
 
 def load_data(data_dir: str | None, limit: int | None) -> dict[str, tuple[list[str], list[int]]]:
     """Every split as the student's datamodule reads it (conf/data: data.dir, fallbacks, hub; the limit)."""
-    data = compose_train([f"data.dir={data_dir}"] if data_dir else [], Path(".")).data
-    splits, _ = load_splits(data.dir, data.fallback_dirs, data.hub_id, data.on_bad_line, limit)
+    splits, _ = configured_splits(data_dir, limit)
     return {split: (list(rows["text"]), list(rows["label"])) for split, rows in splits.items()}
 
 
