@@ -25,9 +25,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import hydra
 import lightning as L
+import optuna
 from lightning.pytorch.callbacks import WeightAveraging
 from omegaconf import DictConfig, open_dict
 
+from emotion_lab.callbacks.pruning import OptunaPruning
 from emotion_lab.errors import ConfigError, first_line
 from emotion_lab.models.classifier import EmotionClassifier
 from emotion_lab.utils.config import CONFIG_DIR, cpu_has_native_bf16
@@ -128,6 +130,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         timings["train_seconds"] = time.perf_counter() - start
         timings["epochs"] = trainer.current_epoch
     fit_metrics = metrics_to_floats(trainer.callback_metrics)
+    pruned_at = next((c.pruned_at for c in trainer.callbacks if isinstance(c, OptunaPruning)), None)
+    if pruned_at is not None:
+        timings["pruned_at_epoch"] = pruned_at
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     # A weight-averaging callback (callbacks=[default,ema]) has written the averaged weights as each
@@ -138,7 +143,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         # After fit, callback_metrics hold the *last* epoch's validation; report the selected one's.
         trainer.validate(model, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
         fit_metrics.update(metrics_to_floats(trainer.callback_metrics))
-    if cfg.get("test"):
+    if cfg.get("test") and pruned_at is None:
         if not best:
             log.warning("no best checkpoint (fast_dev_run or no checkpoint callback): testing the current weights")
         start = time.perf_counter()
@@ -149,13 +154,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     metrics = {**fit_metrics, **metrics_to_floats(trainer.callback_metrics), **timings}
     train_loss = metrics.get("train/loss_epoch", 0.0)
     status = "ok" if math.isfinite(train_loss) else "failed: non-finite training loss"
-    if cfg.get("export") and best:
+    if pruned_at is not None:
+        status = f"pruned after epoch {pruned_at}"
+    if cfg.get("export") and best and pruned_at is None:
         from emotion_lab.export import export
 
         # The network this run just built from the user's own config: its module is trusted.
         own_module = str(cfg.model.net._target_).rpartition(".")[0]
         export(best, output_dir / "model", metrics=metrics, data_source=datamodule.source, trusted_modules=[own_module])
-    log_hyperparameters(cfg, model, trainer, metrics)
+    log_hyperparameters(cfg, model, trainer, metrics, status=status)
     output_dir.mkdir(parents=True, exist_ok=True)
     run_info = {"status": status, "data_source": datamodule.source, **precision}
     write_metrics(output_dir, {**run_info, **dict(sorted(metrics.items()))})
@@ -187,6 +194,9 @@ def main(cfg: DictConfig) -> float | None:
         log.error("%s", err)
         sys.exit(2)
     metrics = run_task(lambda c: train(c)[0], cfg, on_failure=record_failure)
+    if "pruned_at_epoch" in metrics:
+        # Raised to the sweeper (Hydra hands a job's exception back), which records the trial as pruned.
+        raise optuna.TrialPruned(f"pruned after epoch {metrics['pruned_at_epoch']:.0f}")
     value = metrics.get(cfg.get("optimized_metric"))
     if value is None and cfg.get("train"):
         # A sweeper needs a finite objective: a failed or diverged trial scores the worst possible F1.

@@ -12,9 +12,11 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
-from emotion_lab.errors import ConfigError, TrainingDivergedError
+from emotion_lab.errors import ConfigError, ModelLoadError, TrainingDivergedError
 from emotion_lab.evaluate import evaluate
+from emotion_lab.inference.predictor import EmotionPredictor
 from emotion_lab.models.classifier import EmotionClassifier, load_classifier
+from emotion_lab.models.loading import weights_digest
 from emotion_lab.train import check_optimized_metric, train
 from emotion_lab.utils.config import CONFIG_DIR, PROJECT_ROOT
 from tests.conftest import QUIET, compose_config
@@ -90,6 +92,10 @@ def test_training_writes_the_run_folder_and_evaluate_reproduces_the_test(tiny_tr
     # Calibration: the temperature was fitted on the best epoch's validation logits, travels in the
     # checkpoint, and scales the test's probabilities; evaluate refits it on validation to the same value.
     checkpoint = torch.load(best, weights_only=True)
+    # A fine-tuned encoder is part of what was trained: the checkpoint stores it.
+    assert (
+        "encoder_ref" not in checkpoint and "net.encoder.embeddings.word_embeddings.weight" in checkpoint["state_dict"]
+    )
     assert checkpoint["temperature"] == pytest.approx(saved["val/temperature"]) != 1.0
     for name in ("test/nll", "test/ece", "test/nll_calibrated", "test/ece_calibrated"):
         assert name in saved and eval_metrics[name] == pytest.approx(saved[name], abs=1e-5)
@@ -129,6 +135,38 @@ def test_training_writes_the_run_folder_and_evaluate_reproduces_the_test(tiny_tr
             tested(batch["input_ids"], batch["attention_mask"]),
             atol=1e-6,
         )
+
+
+def test_a_frozen_encoder_is_referenced_not_copied_and_reloads_to_the_same_logits(tiny_train_cfg, tmp_path):
+    with open_dict(tiny_train_cfg):
+        tiny_train_cfg.model.net.freeze_encoder = True
+        tiny_train_cfg.data.feature_cache = {"enabled": True, "dir": str(tmp_path / "cache")}
+    metrics, objects = train(tiny_train_cfg)
+    best = objects["trainer"].checkpoint_callback.best_model_path
+    checkpoint = torch.load(best, weights_only=True)
+    assert not [k for k in checkpoint["state_dict"] if k.startswith("net.encoder.")]
+    assert checkpoint["encoder_ref"] == {
+        "name": tiny_train_cfg.model.net.encoder_name,
+        "sha256": weights_digest(objects["model"].net.encoder),
+    }
+    encoded = EmotionPredictor.from_checkpoint(best).tokenizer(
+        ["i feel so happy today", "i am scared"], padding=True, return_tensors="pt"
+    )
+    trained = objects["model"].eval()
+    with torch.no_grad():
+        expected = trained(encoded["input_ids"], encoded["attention_mask"])
+        assert torch.allclose(
+            load_classifier(best)(encoded["input_ids"], encoded["attention_mask"]), expected, atol=1e-6
+        )
+        predictor = EmotionPredictor.from_checkpoint(best)
+        assert torch.allclose(predictor.net(encoded["input_ids"], encoded["attention_mask"]), expected, atol=1e-6)
+    # train() re-validated and tested this checkpoint through Lightning's loading hook.
+    assert "test/f1_weighted" in metrics
+    # Another encoder under the same name: refused, naming what was expected.
+    checkpoint["encoder_ref"]["sha256"] = "0" * 64
+    torch.save(checkpoint, tmp_path / "other.ckpt")
+    with pytest.raises(ModelLoadError, match=r"trained on encoder .* with weights sha256 000000000000\.\.\., but"):
+        load_classifier(tmp_path / "other.ckpt")
 
 
 def test_encoder_linear_variant_and_ce_loss_train(tiny_train_cfg, tiny_encoder):

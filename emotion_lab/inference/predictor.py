@@ -35,7 +35,7 @@ from emotion_lab.data.labels import LABELS
 from emotion_lab.errors import ModelLoadError, first_line
 from emotion_lab.models.calibration import checked_temperature
 from emotion_lab.models.encoder import load_tokenizer
-from emotion_lab.models.loading import build_network, read_checkpoint
+from emotion_lab.models.loading import build_network, checkpoint_network, read_checkpoint
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "emotion_lab.json"
@@ -183,7 +183,7 @@ class EmotionPredictor:
         try:
             checkpoint = read_checkpoint(path)
             net_config = checkpoint["hyper_parameters"]["net"]
-            net = build_network(net_config, trusted_modules)
+            net = checkpoint_network(checkpoint, path, trusted_modules)
             state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
             _load_weights(net, state, path)
             tokenizer = load_tokenizer(net_config["encoder_name"])

@@ -23,7 +23,14 @@ from torchmetrics.wrappers import ClasswiseWrapper
 from emotion_lab.data.labels import ID2LABEL, LABELS, NUM_CLASSES
 from emotion_lab.errors import ConfigError, ModelLoadError, TrainingDivergedError, first_line
 from emotion_lab.models.calibration import calibration_scores, checked_temperature, fit_temperature
-from emotion_lab.models.loading import build_network, read_checkpoint
+from emotion_lab.models.loading import (
+    ENCODER_PREFIX,
+    WEIGHT_SETS,
+    checkpoint_network,
+    read_checkpoint,
+    restore_referenced_encoder,
+    weights_digest,
+)
 from emotion_lab.models.losses import CrossEntropyLoss, DistillationLoss, FocalLoss, consistency_kl
 from emotion_lab.models.optim import WarmupSchedule, encoder_groups
 
@@ -348,8 +355,21 @@ class EmotionClassifier(L.LightningModule):
         }
         if self.temperature is not None:
             checkpoint["temperature"] = self.temperature
+        if getattr(self.net, "freeze_encoder", False):
+            # The frozen encoder is the published one, unchanged: name it and its digest instead of copying it.
+            for weights in WEIGHT_SETS:
+                state = checkpoint.get(weights, {})
+                for key in [k for k in state if k.startswith(ENCODER_PREFIX)]:
+                    del state[key]
+            checkpoint["encoder_ref"] = {"name": self.net.config["encoder_name"], "sha256": self._encoder_digest()}
+
+    def _encoder_digest(self) -> str:
+        if getattr(self, "_frozen_encoder_digest", None) is None:
+            self._frozen_encoder_digest = weights_digest(self.net.encoder)
+        return self._frozen_encoder_digest
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        restore_referenced_encoder(checkpoint, self.net.encoder, "checkpoint")
         state = checkpoint.get("emotion_lab_state", {})
         self.skipped_steps = state.get("skipped_steps", 0)
         self.skipped_in_a_row = state.get("skipped_in_a_row", 0)
@@ -404,9 +424,8 @@ def load_classifier(
     if not path.is_file():
         raise ModelLoadError(f"ckpt_path={str(ckpt_path)!r}: no such checkpoint file")
     checkpoint = read_checkpoint(path, map_location)
-    hparams = checkpoint["hyper_parameters"]
-    net = build_network(hparams["net"], trusted_modules)
-    model = EmotionClassifier(net, loss=checkpoint_loss(hparams.get("loss")))
+    net = checkpoint_network(checkpoint, path, trusted_modules)
+    model = EmotionClassifier(net, loss=checkpoint_loss(checkpoint["hyper_parameters"].get("loss")))
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except (KeyError, RuntimeError) as err:

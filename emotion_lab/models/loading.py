@@ -8,6 +8,7 @@ module outside those is imported, so a file cannot make loading run a function o
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,9 @@ from emotion_lab.errors import ModelLoadError, first_line
 from emotion_lab.models.networks import EmotionNet
 
 TRUSTED_BY_DEFAULT = ("emotion_lab",)
+ENCODER_PREFIX = "net.encoder."
+# A checkpoint's full sets of module weights: Lightning's, and the raw weights a WeightAveraging callback keeps.
+WEIGHT_SETS = ("state_dict", "current_model_state")
 
 
 def _within(module: str, package: str) -> bool:
@@ -48,13 +52,14 @@ def network_class(target: Any, trusted_modules: Sequence[str] = ()) -> type[Emot
 
 
 def build_network(config: Any, trusted_modules: Sequence[str] = (), **overrides: Any) -> EmotionNet:
-    """A network with fresh weights (to be loaded) from its recorded config."""
+    """A network with fresh weights (to be loaded) from its recorded config (`pretrained=True`: with the
+    encoder's published weights)."""
     if not isinstance(config, dict):
         raise ModelLoadError(f"net: expected the network's config as a mapping, got {type(config).__name__}")
     arguments = {key: value for key, value in config.items() if key != "_target_"}
     cls = network_class(config.get("_target_"), trusted_modules)
     try:
-        return cls(**{**arguments, **overrides, "pretrained": False})
+        return cls(**{**arguments, "pretrained": False, **overrides})
     except TypeError as err:
         raise ModelLoadError(f"net: the recorded settings do not fit {cls.__name__} ({err})") from None
 
@@ -76,3 +81,42 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if checkpoint.get("id2label", ID2LABEL) != ID2LABEL:
         raise ModelLoadError(f"{path}: labels {checkpoint['id2label']} differ from emotion_lab's {ID2LABEL}")
     return checkpoint
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 over a module's tensors in name order: the same weights give the same digest, whatever
+    file or format they were read from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def restore_referenced_encoder(checkpoint: dict[str, Any], encoder: torch.nn.Module, source: Any) -> None:
+    """Put a frozen encoder's weights back into a checkpoint that references it instead of storing it
+    (`encoder_ref`: name and digest), after checking that `encoder` holds exactly those weights."""
+    reference = checkpoint.get("encoder_ref")
+    if reference is None:
+        return
+    found = weights_digest(encoder)
+    if found != reference.get("sha256"):
+        raise ModelLoadError(
+            f"{source}: trained on encoder {reference.get('name')!r} with weights sha256 "
+            f"{str(reference.get('sha256'))[:12]}..., but that name now loads weights {found[:12]}...; "
+            "point model.net.encoder_name at the encoder it was trained on"
+        )
+    for weights in WEIGHT_SETS:  # the trained weights, and the raw ones beside a weight average's
+        if weights in checkpoint:
+            checkpoint[weights].update({ENCODER_PREFIX + k: v for k, v in encoder.state_dict().items()})
+
+
+def checkpoint_network(checkpoint: dict[str, Any], path: Path, trusted_modules: Sequence[str] = ()) -> EmotionNet:
+    """A checkpoint's network, unloaded; with its frozen encoder's published weights (checked, and put
+    into the checkpoint's state dict) when the checkpoint references the encoder rather than storing it."""
+    referenced = "encoder_ref" in checkpoint
+    net = build_network(
+        checkpoint["hyper_parameters"]["net"], trusted_modules, **({"pretrained": True} if referenced else {})
+    )
+    restore_referenced_encoder(checkpoint, net.encoder, path)
+    return net

@@ -50,15 +50,17 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
 
 
 def log_hyperparameters(
-    cfg: DictConfig, model: L.LightningModule, trainer: L.Trainer, metrics: dict[str, float]
+    cfg: DictConfig, model: L.LightningModule, trainer: L.Trainer, metrics: dict[str, float], status: str = "ok"
 ) -> None:
-    """Send the run's settings with its final metrics to TensorBoard's hparams view."""
+    """Send the run's settings, how it ended (`status`: ok, pruned after epoch N, failed: ...) and its
+    final metrics to TensorBoard's hparams view, where a sweep's pruned trials can be filtered out."""
     config = OmegaConf.to_container(cfg, resolve=True)
     params: dict[str, Any] = {}
     for section in ("model", "data", "loss", "trainer"):
         _flatten(section, config.get(section, {}), params)
     params = {k: v for k, v in params.items() if not k.endswith("_target_") and v is not None}
     params["seed"] = cfg.get("seed")
+    params["status"] = status
     params["params/total"] = sum(p.numel() for p in model.parameters())
     params["params/trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     hp_metrics = {k: v for k, v in metrics.items() if k.startswith(("test/", "val/"))}

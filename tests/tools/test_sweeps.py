@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
 
 from emotion_lab.tools.sweep_report import main as sweep_report
 from emotion_lab.utils.config import PROJECT_ROOT
@@ -58,7 +61,8 @@ def test_optuna_sweep_runs_trials_and_records_a_failed_one(tmp_path, data_dir, t
     )
     assert result.returncode == 0, result.stderr[-3000:]
     folder = multirun_dir(tmp_path)
-    assert (folder / "optimization_results.yaml").is_file()
+    results = OmegaConf.load(folder / "optimization_results.yaml")
+    assert results.trials.complete + results.trials.fail == 4 and results.best_trial in range(4)
     assert sweep_report([str(folder)]) == 0
     rows = list(csv.DictReader((folder / "sweep_summary.csv").open()))
     assert len(rows) == 4
@@ -102,6 +106,104 @@ def test_ddp_fast_dev_run_on_two_cpu_processes(tmp_path, data_dir, tiny_encoder)
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "distributed_backend=gloo" in result.stderr + result.stdout
+
+
+def tiny_optuna(tmp_path, data_dir, tiny_encoder, *more: str) -> list[str]:
+    return [
+        "hparams_search=optuna",
+        "model.net.lstm_hidden=choice(8)",
+        "model.net.attn_heads=choice(2)",
+        "hydra.sweeper.params={model.optimizer.lr: 'tag(log, interval(1e-4, 3e-3))'}",
+        *tiny(tmp_path, data_dir, tiny_encoder),
+        *more,
+    ]
+
+
+def stored_study(folder: Path) -> optuna.Study:
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / "optuna.journal")))
+    return optuna.load_study(study_name="emotion_head", storage=storage)
+
+
+@pytest.mark.slow
+def test_pruned_trials_stop_early_and_are_recorded_as_pruned(tmp_path, data_dir, tiny_encoder, capsys):
+    # A threshold no F1 reaches prunes every trial after its first epoch, deterministically.
+    args = ["hydra.sweeper.n_trials=2", "trainer.max_epochs=3", "hydra/sweeper/pruner=threshold"]
+    args += ["hydra.sweeper.pruner.lower=1.01", "logger=tensorboard"]
+    result = run_train(tiny_optuna(tmp_path, data_dir, tiny_encoder, *args))
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = multirun_dir(tmp_path)
+    study = stored_study(folder)
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2
+    assert all(list(t.intermediate_values) == [0] for t in study.trials)  # reported once, then stopped
+    for trial in ("0", "1"):
+        metrics = json.loads((folder / trial / "metrics.json").read_text())
+        assert metrics["status"] == "pruned after epoch 0" and metrics["epochs"] == 1
+    assert sweep_report([str(folder)]) == 0
+    rows = list(csv.DictReader((folder / "sweep_summary.csv").open()))
+    assert [r["status"] for r in rows] == ["pruned after epoch 0"] * 2
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    statuses = []
+    for events in (folder / "0" / "tensorboard").rglob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(events)).Load():
+            for value in event.summary.value:
+                if value.tag == "_hparams_/session_start_info":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                    statuses.append(data.session_start_info.hparams["status"].string_value)
+    assert statuses == ["pruned after epoch 0"]
+
+
+@pytest.mark.slow
+def test_a_stored_study_resumes_where_it_stopped(tmp_path, data_dir, tiny_encoder):
+    first = run_train(tiny_optuna(tmp_path, data_dir, tiny_encoder, "hydra.sweeper.n_trials=2"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    folder = multirun_dir(tmp_path)
+    before = {t.number: t.params for t in stored_study(folder).trials}
+    # An interrupted sweep leaves its running trial behind: failed on resume, not counted.
+    stored_study(folder).ask()
+    again = run_train(
+        tiny_optuna(tmp_path, data_dir, tiny_encoder, "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={folder}")
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = stored_study(folder).trials
+    assert [t.number for t in trials] == [0, 1, 2, 3, 4]
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL] + [TrialState.COMPLETE] * 2
+    assert {t.number: t.params for t in trials[:2]} == before  # the finished trials were not run again
+    assert sorted(p.name for p in folder.iterdir() if p.name.isdigit()) == ["0", "1", "3", "4"]
+
+
+@pytest.mark.slow
+def test_a_study_over_another_search_space_stops_before_any_trial(tmp_path, data_dir, tiny_encoder):
+    first = run_train(tiny_optuna(tmp_path, data_dir, tiny_encoder, "hydra.sweeper.n_trials=1"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    folder = multirun_dir(tmp_path)
+    other = tiny_optuna(tmp_path, data_dir, tiny_encoder, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={folder}")
+    result = run_train([*other, "model.net.dropout=interval(0.0, 0.3)"])
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"hydra.sweeper.storage={folder}/optuna.journal already holds study 'emotion_head' over another search "
+        "space (differs in: model.net.dropout); start a new one with hydra.sweeper.study_name=<new name> or a new "
+        "hydra.sweep.dir"
+    ]
+    assert len(stored_study(folder).trials) == 1
+
+
+def test_an_unwritable_storage_stops_before_any_trial(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_train(["hparams_search=optuna", f"hydra.sweeper.storage={blocker}/study.journal"], timeout=120)
+    assert result.returncode != 0
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"hydra.sweeper.storage={blocker}/study.journal: cannot write there")
+    assert not (tmp_path / "train").exists()
+
+
+def test_an_unknown_pruner_is_a_config_error_naming_the_allowed_ones(tmp_path):
+    result = run_train(["hparams_search=optuna", "hydra/sweeper/pruner=hyperband_typo"], timeout=120)
+    assert result.returncode != 0
+    assert "Available options in 'hydra/sweeper/pruner'" in result.stderr
+    assert all(name in result.stderr for name in ("median", "none", "successive_halving", "threshold"))
 
 
 def test_report_on_a_missing_folder_is_one_line(tmp_path, capsys):

@@ -1,0 +1,1 @@
+"""Hyperparameter sweeps: the Optuna study behind `hparams_search=optuna`."""
