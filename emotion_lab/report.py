@@ -7,8 +7,9 @@
 A run folder is what `train` or `evaluate` leaves (metrics.json, figures/, checkpoints/, .hydra/ or a
 benchmark's result.json). Several runs get one chart of every run's per-class F1 and one table of test
 metrics with the overrides that tell them apart. A multirun folder (trial folders 0/, 1/, ...) gets the
-trials' table, the objective per trial with the best so far, and the hyperparameters' importances
-(Optuna's random-forest evaluator over the trials' overrides and metrics). A folder without metrics, or
+trials' table, the objective per trial with the best so far (pruned trials marked), and the
+hyperparameters' importances (Optuna's random-forest evaluator over the sweep's stored study, or over
+the trials' overrides and metrics for a sweep without one, such as a grid). A folder without metrics, or
 without a checkpoint, gets one line naming what is missing.
 """
 
@@ -27,6 +28,7 @@ from omegaconf import OmegaConf
 
 from emotion_lab.data.labels import LABELS
 from emotion_lab.reporting import figures
+from emotion_lab.sweeps.study import stored_study
 from emotion_lab.tools.bench import markdown_table
 from emotion_lab.tools.sweep_report import collect, shared_overrides, to_markdown
 from emotion_lab.utils.config import PROJECT_ROOT
@@ -252,7 +254,17 @@ def importances(params: list[dict[str, str]], values: list[float | None]) -> dic
     for row, (_, value) in zip(parsed, done):
         params_row = {k: v for k, v in row.items() if k in distributions}
         study.add_trial(optuna.trial.create_trial(params=params_row, distributions=distributions, value=value))
-    # Random-forest impurity decrease (fANOVA in optuna 2.10 fails on numpy 2); seeded: same trials, same report.
+    # Random-forest impurity decrease, seeded: same trials, same report.
+    evaluator = optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0)
+    return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
+
+
+def study_importances(study: Any) -> dict[str, float]:
+    """Importances over a stored study's complete trials, with the distributions it sampled from."""
+    import optuna
+
+    if len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))) < 2:
+        return {}
     evaluator = optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0)
     return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
 
@@ -261,15 +273,27 @@ def sweep_report(folder: Path, out: Path) -> str:
     rows = sorted(collect(folder), key=lambda r: r["trial"])
     trials = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
     metric = sweep_objective(trials[0]) if trials else DEFAULT_OBJECTIVE
-    values = []
+    values, pruned = [], []
     for row in rows:
         metrics_file = folder / str(row["trial"]) / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        values.append(metrics.get(metric) if metrics.get("status", "ok") == "ok" else None)
-    figures.save(figures.optimisation_history(values, f"{folder.name}: {metric} per trial", metric), out / "history")
-    lines = [f"# Sweep {folder.name}", "", f"{len(rows)} trials; objective `{metric}` (maximised).", ""]
+        values.append(metrics.get(metric) if row["status"] == "ok" else None)
+        pruned.append(row["status"].startswith("pruned"))
+    history = figures.optimisation_history(values, f"{folder.name}: {metric} per trial", metric, pruned=pruned)
+    figures.save(history, out / "history")
+    counts = ", ".join(
+        f"{n} {label}"
+        for label, n in (
+            ("complete", sum(v is not None for v in values)),
+            ("pruned", sum(pruned)),
+            ("failed or unfinished", sum(v is None and not p for v, p in zip(values, pruned))),
+        )
+        if n
+    )
+    lines = [f"# Sweep {folder.name}", "", f"{len(rows)} trials ({counts}); objective `{metric}` (maximised).", ""]
     lines += ["## Optimisation history", "", "![Optimisation history](history.png)", ""]
-    found = importances(trial_params(rows), values)
+    study = stored_study(folder)
+    found = study_importances(study) if study else importances(trial_params(rows), values)
     if found:
         figures.save(
             figures.param_importances(found, f"{folder.name}: hyperparameter importances"), out / "importances"
@@ -277,7 +301,7 @@ def sweep_report(folder: Path, out: Path) -> str:
         lines += ["## Hyperparameter importances", "", "![Importances](importances.png)", ""]
         lines += [markdown_table(["hyperparameter", "importance"], [[k, f"{v:.3f}"] for k, v in found.items()])]
     else:
-        lines += ["Importances need at least two finished trials with a hyperparameter that varies.", ""]
+        lines += ["Importances need at least two complete trials with a hyperparameter that varies.", ""]
     ranked = collect(folder)
     lines += ["## Trials, best first", "", to_markdown(ranked)]
     return "\n".join(lines)

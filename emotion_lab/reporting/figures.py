@@ -153,9 +153,11 @@ def f1_bars_runs(f1_by_run: Mapping[str, Mapping[str, float]], title: str) -> Fi
     return fig
 
 
-def optimisation_history(values: Sequence[float | None], title: str, metric: str) -> Figure:
-    """A sweep's objective per trial (in launch order) and the best so far; failed or pruned trials
-    (None) are marked on the axis."""
+def optimisation_history(
+    values: Sequence[float | None], title: str, metric: str, pruned: Sequence[bool] = ()
+) -> Figure:
+    """A sweep's objective per trial (in launch order) and the best so far; trials without a result
+    (None) are marked at the bottom, pruned ones (`pruned[i]`) apart from failed ones."""
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
     done = [(i, v) for i, v in enumerate(values) if v is not None]
@@ -163,10 +165,13 @@ def optimisation_history(values: Sequence[float | None], title: str, metric: str
         trials, scores = zip(*done)
         ax.scatter(trials, scores, label="trial", zorder=3)
         ax.step(trials, np.maximum.accumulate(scores), where="post", color="C1", label="best so far")
-    missing = [i for i, v in enumerate(values) if v is None]
+    low = min(scores) if done else 0.0
+    stopped = [i for i, v in enumerate(values) if v is None and i < len(pruned) and pruned[i]]
+    missing = [i for i, v in enumerate(values) if v is None and i not in stopped]
+    if stopped:
+        ax.scatter(stopped, [low] * len(stopped), marker="v", color="C2", label="pruned")
     if missing:
-        low = min(scores) if done else 0.0
-        ax.scatter(missing, [low] * len(missing), marker="x", color="grey", label="no result (failed or pruned)")
+        ax.scatter(missing, [low] * len(missing), marker="x", color="grey", label="failed or unfinished")
     ax.set(xlabel="trial", ylabel=metric, title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")

@@ -33,6 +33,10 @@ from emotion_lab.errors import first_line
 TRIAL_ENV = "EMOTION_LAB_OPTUNA_TRIAL"
 # The study's user attribute holding its search space, checked when a sweep resumes it.
 SPACE_ATTR = "search_space"
+# In the sweep folder: where its study is stored, so reports find it (a path inside the folder is kept relative).
+STUDY_FILE = "study.yaml"
+# A trial that was running when an earlier sweep stopped: failed, and not counted towards n_trials.
+INTERRUPTED_ATTR = "interrupted"
 
 
 class SweepSetupError(CompactHydraException):
@@ -140,3 +144,27 @@ def trial_in_this_job(pruner_config: Any, study_name: str, storage: str) -> optu
     )
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(number))
     return optuna.Trial(study, trial_id)
+
+
+def record_study(sweep_dir: Path, study_name: str, storage: str) -> None:
+    if "://" not in storage and Path(storage).resolve().is_relative_to(sweep_dir.resolve()):
+        storage = str(Path(storage).resolve().relative_to(sweep_dir.resolve()))
+    (sweep_dir / STUDY_FILE).write_text(json.dumps({"study_name": study_name, "storage": storage}, indent=2) + "\n")
+
+
+def stored_study(sweep_dir: Path) -> optuna.Study | None:
+    """The study a sweep folder records (None for sweeps without one, such as Hydra's grid)."""
+    record = sweep_dir / STUDY_FILE
+    if not record.is_file():
+        return None
+    found = json.loads(record.read_text())
+    storage = found["storage"] if "://" in found["storage"] else str(sweep_dir / found["storage"])
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=found["study_name"], storage=open_storage(storage))
+
+
+def trial_status(trial: optuna.trial.FrozenTrial) -> str:
+    """How a stored trial ended, in sweep_report's words."""
+    if trial.system_attrs.get(INTERRUPTED_ATTR):
+        return "interrupted"
+    return {"COMPLETE": "ok", "FAIL": "failed", "PRUNED": "pruned"}.get(trial.state.name, trial.state.name.lower())

@@ -4,8 +4,10 @@
 
 Reads each trial folder's `.hydra/overrides.yaml` and `metrics.json` and writes
 `sweep_summary.md` and `sweep_summary.csv` into the multirun folder (and prints the Markdown).
-Validation metrics are those of the checkpoint the trial selected; a trial without metrics is
-listed as incomplete, a failed one with its reason. The Markdown names the overrides every trial
+Validation metrics are those of the checkpoint the trial selected. Complete trials come first, best
+first, then pruned ones (with the scores they had when stopped), then the rest: a failed trial with
+its reason, a trial without metrics as the sweep's stored study records it (interrupted, running) or
+as incomplete. The Markdown names the overrides every trial
 shares once, above the table, and shows each trial's own with 4 significant digits; the CSV keeps
 every trial's full overrides, exactly as launched. TensorBoard's HPARAMS tab shows the same trials:
 `tensorboard --logdir MULTIRUN_DIR`.
@@ -23,6 +25,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from emotion_lab.data.labels import LABELS
+from emotion_lab.sweeps.study import stored_study, trial_status
 
 COLUMNS = [
     "trial",
@@ -38,12 +41,16 @@ COLUMNS = [
 
 def collect(multirun_dir: Path) -> list[dict[str, Any]]:
     trials = sorted((p for p in multirun_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    study = stored_study(multirun_dir)
+    # The study knows how trials without metrics ended (interrupted, running, failed); folders are trial numbers.
+    stored = {t.number: trial_status(t) for t in study.get_trials(deepcopy=False)} if study else {}
     rows = []
     for trial in trials:
         overrides_file = trial / ".hydra" / "overrides.yaml"
         overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
         metrics_file = trial / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {"status": "incomplete"}
+        unknown = {"status": stored.get(int(trial.name), "incomplete")}
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else unknown
         rows.append(
             {
                 "trial": int(trial.name),
@@ -53,8 +60,9 @@ def collect(multirun_dir: Path) -> list[dict[str, Any]]:
             }
         )
     ok = [r for r in rows if r["status"] == "ok" and r["val/f1_weighted"] is not None]
-    rest = [r for r in rows if r not in ok]
-    return sorted(ok, key=lambda r: -r["val/f1_weighted"]) + rest
+    pruned = [r for r in rows if r["status"].startswith("pruned") and r["val/f1_weighted"] is not None]
+    rest = [r for r in rows if r not in ok and r not in pruned]
+    return sorted(ok, key=lambda r: -r["val/f1_weighted"]) + sorted(pruned, key=lambda r: -r["val/f1_weighted"]) + rest
 
 
 def shared_overrides(rows: list[dict[str, Any]]) -> list[str]:

@@ -21,18 +21,17 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from emotion_lab.sweeps.study import (
+    INTERRUPTED_ATTR,
     TRIAL_ENV,
     SweepSetupError,
     check_same_search,
     open_storage,
+    record_study,
     search_space,
     space_signature,
 )
 
 log = logging.getLogger(__name__)
-
-# A trial that was running when an earlier sweep stopped: failed, and not counted towards n_trials.
-INTERRUPTED_ATTR = "interrupted"
 
 
 class OptunaStudySweeper(Sweeper):
@@ -89,6 +88,7 @@ class OptunaStudySweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        record_study(sweep_dir, self.study_name, self.storage)
         log.info(
             "study %r in %s: %d of %d trials done%s; sampler %s, pruner %s",
             self.study_name,

@@ -12,6 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from emotion_lab.report import main as report_main
 from emotion_lab.tools.sweep_report import main as sweep_report
 from emotion_lab.utils.config import PROJECT_ROOT
 from tests.conftest import QUIET
@@ -126,9 +127,11 @@ def stored_study(folder: Path) -> optuna.Study:
 
 @pytest.mark.slow
 def test_pruned_trials_stop_early_and_are_recorded_as_pruned(tmp_path, data_dir, tiny_encoder, capsys):
-    # A threshold no F1 reaches prunes every trial after its first epoch, deterministically.
+    # A threshold no F1 reaches prunes every trial after its first epoch, deterministically. The two
+    # trials run as parallel joblib processes, each reporting to the study's one journal file.
     args = ["hydra.sweeper.n_trials=2", "trainer.max_epochs=3", "hydra/sweeper/pruner=threshold"]
     args += ["hydra.sweeper.pruner.lower=1.01", "logger=tensorboard"]
+    args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", "torch_threads=1"]
     result = run_train(tiny_optuna(tmp_path, data_dir, tiny_encoder, *args))
     assert result.returncode == 0, result.stderr[-3000:]
     folder = multirun_dir(tmp_path)
@@ -141,6 +144,8 @@ def test_pruned_trials_stop_early_and_are_recorded_as_pruned(tmp_path, data_dir,
     assert sweep_report([str(folder)]) == 0
     rows = list(csv.DictReader((folder / "sweep_summary.csv").open()))
     assert [r["status"] for r in rows] == ["pruned after epoch 0"] * 2
+    assert report_main([str(folder)]) == 0
+    assert "2 trials (2 pruned)" in (folder / "report.md").read_text()
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     from tensorboard.plugins.hparams import plugin_data_pb2
 
