@@ -198,10 +198,9 @@ def main(cfg: DictConfig) -> float | None:
         # Raised to the sweeper (Hydra hands a job's exception back), which records the trial as pruned.
         raise optuna.TrialPruned(f"pruned after epoch {metrics['pruned_at_epoch']:.0f}")
     value = metrics.get(cfg.get("optimized_metric"))
-    if value is None and cfg.get("train"):
-        # A sweeper needs a finite objective: a failed or diverged trial scores the worst possible F1.
-        return 0.0
-    return None if value is None else (value if math.isfinite(value) else 0.0)
+    diverged = not math.isfinite(metrics.get("train/loss_epoch", 0.0))
+    # What a sweeper maximises; None (a failed or diverged trial) is recorded as a failed trial.
+    return None if value is None or diverged or not math.isfinite(value) else value
 
 
 def cli() -> None:

@@ -140,6 +140,7 @@ def test_training_writes_the_run_folder_and_evaluate_reproduces_the_test(tiny_tr
 def test_a_frozen_encoder_is_referenced_not_copied_and_reloads_to_the_same_logits(tiny_train_cfg, tmp_path):
     with open_dict(tiny_train_cfg):
         tiny_train_cfg.model.net.freeze_encoder = True
+        tiny_train_cfg.model.reference_frozen_encoder = True  # what sweeps set
         tiny_train_cfg.data.feature_cache = {"enabled": True, "dir": str(tmp_path / "cache")}
     metrics, objects = train(tiny_train_cfg)
     best = objects["trainer"].checkpoint_callback.best_model_path

@@ -35,7 +35,10 @@ class OptunaPruning(L.Callback):
         if "pruner" not in sweeper:  # another sweeper (Hydra's grid) launched this run
             return
         trial = trial_in_this_job(sweeper.pruner, sweeper.study_name, sweeper.storage)
-        if trial is not None:
+        if trial is not None and trainer.world_size > 1:
+            # Optuna's DDP path needs a database and a check after fit; trials here run on one process.
+            log.warning("pruning is off for this trial: it runs on %d processes (DDP)", trainer.world_size)
+        elif trial is not None:
             self._optuna = PyTorchLightningPruningCallback(trial, monitor=self.monitor)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -97,6 +97,7 @@ class EmotionClassifier(L.LightningModule):
         layer_decay: float = 1.0,
         rdrop: float = 0.0,
         rdrop_scope: str = "network",
+        reference_frozen_encoder: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
@@ -116,6 +117,9 @@ class EmotionClassifier(L.LightningModule):
             raise ConfigError(f"model.rdrop_scope={rdrop_scope!r}: allowed values are {RDROP_SCOPES}")
         self.rdrop = float(rdrop)
         self.rdrop_scope = rdrop_scope
+        # Checkpoints name a frozen, published encoder (and its digest) instead of copying it: lean sweep trials.
+        self.reference_frozen_encoder = reference_frozen_encoder and net.freeze_encoder and net.pretrained
+        self._encoder_digest: str | None = None
         self.save_hyperparameters(
             {
                 "net": dict(getattr(net, "config", {})),
@@ -156,6 +160,9 @@ class EmotionClassifier(L.LightningModule):
         return names
 
     def setup(self, stage: str) -> None:
+        if self.reference_frozen_encoder and self._encoder_digest is None:
+            # Now, before a precision plugin may convert the weights: the digest is of the published ones.
+            self._encoder_digest = weights_digest(self.net.encoder)
         datamodule = getattr(self.trainer, "datamodule", None)
         if getattr(datamodule, "uses_feature_cache", False):
             self.cache_layer = self._check_cache_layer(datamodule.hparams.feature_cache.get("layer", -1))
@@ -355,18 +362,13 @@ class EmotionClassifier(L.LightningModule):
         }
         if self.temperature is not None:
             checkpoint["temperature"] = self.temperature
-        if getattr(self.net, "freeze_encoder", False):
-            # The frozen encoder is the published one, unchanged: name it and its digest instead of copying it.
+        if self.reference_frozen_encoder:
             for weights in WEIGHT_SETS:
                 state = checkpoint.get(weights, {})
                 for key in [k for k in state if k.startswith(ENCODER_PREFIX)]:
                     del state[key]
-            checkpoint["encoder_ref"] = {"name": self.net.config["encoder_name"], "sha256": self._encoder_digest()}
-
-    def _encoder_digest(self) -> str:
-        if getattr(self, "_frozen_encoder_digest", None) is None:
-            self._frozen_encoder_digest = weights_digest(self.net.encoder)
-        return self._frozen_encoder_digest
+            digest = self._encoder_digest or weights_digest(self.net.encoder)
+            checkpoint["encoder_ref"] = {"name": self.net.config["encoder_name"], "sha256": digest}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         restore_referenced_encoder(checkpoint, self.net.encoder, "checkpoint")

@@ -104,7 +104,8 @@ def restore_referenced_encoder(checkpoint: dict[str, Any], encoder: torch.nn.Mod
         raise ModelLoadError(
             f"{source}: trained on encoder {reference.get('name')!r} with weights sha256 "
             f"{str(reference.get('sha256'))[:12]}..., but that name now loads weights {found[:12]}...; "
-            "point model.net.encoder_name at the encoder it was trained on"
+            "the checkpoint stores only the head: make that name load those weights again (the same local folder "
+            "or hub revision)"
         )
     for weights in WEIGHT_SETS:  # the trained weights, and the raw ones beside a weight average's
         if weights in checkpoint:

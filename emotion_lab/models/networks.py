@@ -49,6 +49,7 @@ class EmotionNet(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder = load_encoder(encoder_name, pretrained=pretrained)
+        self.pretrained = pretrained  # published weights: a checkpoint may name them instead of copying them
         self.encoder_dim: int = self.encoder.config.hidden_size
         self.num_classes = num_classes
         self.freeze_encoder = freeze_encoder

@@ -48,6 +48,8 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
     a journal file, which needs no server and takes concurrent writers (joblib workers, submitit jobs)."""
     if "://" in spec:
         try:
+            if spec.startswith("sqlite:///"):  # a file in a folder that may not exist yet (the sweep's own)
+                Path(spec.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             return optuna.storages.RDBStorage(spec)
         except Exception as err:  # noqa: BLE001 - any driver error is the same message to the user
             raise SweepSetupError(
@@ -74,10 +76,9 @@ def distribution(override: Override) -> BaseDistribution:
     if isinstance(value, ChoiceSweep):
         return CategoricalDistribution(list(value.list))
     if isinstance(value, RangeSweep):
-        last = value.stop - value.step
         if all(isinstance(x, int) for x in (value.start, value.stop, value.step)):
-            return IntDistribution(value.start, last, step=value.step)
-        return FloatDistribution(value.start, last, step=value.step)
+            return IntDistribution(value.start, value.stop - value.step, step=value.step)
+        return CategoricalDistribution(list(override.sweep_iterator()))  # Hydra's own float steps, exactly
     if isinstance(value, IntervalSweep):
         log = "log" in value.tags
         if "int" in value.tags:
@@ -108,10 +109,11 @@ def search_space(params: Mapping[str, Any], arguments: list[str]) -> tuple[dict[
     return space, fixed
 
 
-def space_signature(space: Mapping[str, BaseDistribution], direction: str) -> str:
-    """What makes two sweeps the same study: the distributions and the direction, as stable text."""
+def space_signature(space: Mapping[str, BaseDistribution], direction: str, fixed: list[str]) -> str:
+    """What makes two sweeps the same study: the distributions, the direction and the overrides every
+    trial shares (another experiment or epoch budget makes trials incomparable), as stable text."""
     described = {key: json.loads(distribution_to_json(dist)) for key, dist in sorted(space.items())}
-    return json.dumps({"direction": direction, "params": described}, sort_keys=True)
+    return json.dumps({"direction": direction, "params": described, "fixed": sorted(fixed)}, sort_keys=True)
 
 
 def check_same_search(study: optuna.Study, signature: str, storage: str) -> None:
@@ -121,9 +123,11 @@ def check_same_search(study: optuna.Study, signature: str, storage: str) -> None
         study.set_user_attr(SPACE_ATTR, signature)
         return
     if recorded != signature:
-        theirs = json.loads(recorded)["params"] if recorded else {}
-        ours = json.loads(signature)["params"]
-        differing = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k)) or ["direction"]
+        theirs, ours = json.loads(recorded) if recorded else {}, json.loads(signature)
+        old, new = theirs.get("params", {}), ours["params"]
+        differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        differing += sorted(set(theirs.get("fixed", [])) ^ set(ours["fixed"]))
+        differing += ["direction"] if theirs.get("direction") != ours["direction"] else []
         raise SweepSetupError(
             f"hydra.sweeper.storage={storage} already holds study {study.study_name!r} over another search space "
             f"(differs in: {', '.join(differing)}); start a new one with hydra.sweeper.study_name=<new name> "
@@ -147,8 +151,9 @@ def trial_in_this_job(pruner_config: Any, study_name: str, storage: str) -> optu
 
 
 def record_study(sweep_dir: Path, study_name: str, storage: str) -> None:
-    if "://" not in storage and Path(storage).resolve().is_relative_to(sweep_dir.resolve()):
-        storage = str(Path(storage).resolve().relative_to(sweep_dir.resolve()))
+    if "://" not in storage:
+        path = Path(storage).resolve()
+        storage = str(path.relative_to(sweep_dir.resolve()) if path.is_relative_to(sweep_dir.resolve()) else path)
     (sweep_dir / STUDY_FILE).write_text(json.dumps({"study_name": study_name, "storage": storage}, indent=2) + "\n")
 
 
@@ -159,8 +164,13 @@ def stored_study(sweep_dir: Path) -> optuna.Study | None:
         return None
     found = json.loads(record.read_text())
     storage = found["storage"] if "://" in found["storage"] else str(sweep_dir / found["storage"])
+    if "://" not in storage and not Path(storage).is_file():
+        return None  # moved or deleted: the trial folders still report
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=found["study_name"], storage=open_storage(storage))
+    try:
+        return optuna.load_study(study_name=found["study_name"], storage=open_storage(storage))
+    except KeyError:  # the storage holds no such study
+        return None
 
 
 def trial_status(trial: optuna.trial.FrozenTrial) -> str:

@@ -22,6 +22,7 @@ PARAMS = {
     "model.optimizer.lr": "tag(log, interval(1e-4, 3e-3))",
     "trainer.max_epochs": "range(1, 7, 2)",
     "data.batch_size": "tag(int, interval(16, 64))",
+    "model.net.dropout_float_range": "range(0.0, 0.3, 0.1)",
 }
 
 
@@ -32,6 +33,7 @@ def test_hydra_sweep_syntax_becomes_optuna_distributions():
         "model.net.dropout": FloatDistribution(0.0, 0.5),
         "model.optimizer.lr": FloatDistribution(1e-4, 3e-3, log=True),
         "trainer.max_epochs": IntDistribution(1, 5, step=2),  # range excludes its stop, as Python's does
+        "model.net.dropout_float_range": CategoricalDistribution([0.0, 0.1, 0.2]),  # Hydra's own float steps
         "data.batch_size": IntDistribution(16, 64),
     }
     assert fixed == []
@@ -49,20 +51,25 @@ def test_a_study_resumes_only_over_the_same_search(tmp_path):
     storage = str(tmp_path / "optuna.journal")
     study = optuna.create_study(study_name="s", storage=open_storage(storage), direction="maximize")
     space, _ = search_space(PARAMS, [])
-    check_same_search(study, space_signature(space, "maximize"), storage)  # a new study takes this search
+    fixed = ["experiment=cached_head"]
+    check_same_search(study, space_signature(space, "maximize", fixed), storage)  # a new study takes this search
     study.ask(space)
-    check_same_search(study, space_signature(space, "maximize"), storage)
+    check_same_search(study, space_signature(space, "maximize", fixed), storage)
     narrower = {**space, "model.net.dropout": FloatDistribution(0.0, 0.3)}
     with pytest.raises(SweepSetupError, match=r"over another search space \(differs in: model.net.dropout\)"):
-        check_same_search(study, space_signature(narrower, "maximize"), storage)
+        check_same_search(study, space_signature(narrower, "maximize", fixed), storage)
     with pytest.raises(SweepSetupError, match=r"differs in: direction"):
-        check_same_search(study, space_signature(space, "minimize"), storage)
+        check_same_search(study, space_signature(space, "minimize", fixed), storage)
+    longer = [*fixed, "trainer.max_epochs=3"]
+    with pytest.raises(SweepSetupError, match=r"differs in: trainer.max_epochs=3\)"):
+        check_same_search(study, space_signature(space, "maximize", longer), storage)
 
 
-def test_a_database_that_cannot_be_opened_is_one_line(tmp_path):
-    url = f"sqlite:///{tmp_path}/missing/folder/study.db"
+def test_a_database_opens_in_a_new_folder_and_one_that_cannot_be_opened_is_one_line(tmp_path):
+    assert open_storage(f"sqlite:///{tmp_path}/new/folder/study.db") is not None  # e.g. in the sweep's folder
+    (tmp_path / "file").write_text("")
     with pytest.raises(SweepSetupError, match=r"^hydra.sweeper.storage=sqlite:///.*: cannot open it \("):
-        open_storage(url)
+        open_storage(f"sqlite:///{tmp_path}/file/study.db")
 
 
 def test_the_sweep_folder_records_its_study_relative_to_itself(tmp_path):

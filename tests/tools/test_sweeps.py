@@ -70,6 +70,7 @@ def test_optuna_sweep_runs_trials_and_records_a_failed_one(tmp_path, data_dir, t
     failed = [r for r in rows if r["status"] != "ok"]
     assert failed and all("attn_heads=3 must divide" in r["status"] for r in failed)
     assert len(failed) < 4 and rows[0]["status"] == "ok"  # the sweep went on; best trial first
+    assert results.trials.fail == len(failed)  # in the study too: failed, not complete with a made-up score
 
 
 @pytest.mark.slow
@@ -175,6 +176,8 @@ def test_a_stored_study_resumes_where_it_stopped(tmp_path, data_dir, tiny_encode
     assert [t.number for t in trials] == [0, 1, 2, 3, 4]
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL] + [TrialState.COMPLETE] * 2
     assert {t.number: t.params for t in trials[:2]} == before  # the finished trials were not run again
+    # The resumed sampler does not draw the same start-up trials again.
+    assert all(t.params not in before.values() for t in trials[3:])
     assert sorted(p.name for p in folder.iterdir() if p.name.isdigit()) == ["0", "1", "3", "4"]
 
 
@@ -197,11 +200,12 @@ def test_a_study_over_another_search_space_stops_before_any_trial(tmp_path, data
 def test_an_unwritable_storage_stops_before_any_trial(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    result = run_train(["hparams_search=optuna", f"hydra.sweeper.storage={blocker}/study.journal"], timeout=120)
+    args = ["hparams_search=optuna", f"hydra.sweeper.storage={blocker}/study.journal", f"paths.log_dir={tmp_path}"]
+    result = run_train(args, timeout=120)
     assert result.returncode != 0
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"hydra.sweeper.storage={blocker}/study.journal: cannot write there")
-    assert not (tmp_path / "train").exists()
+    assert not list((tmp_path / "train" / "multiruns").glob("*/0"))  # no trial ran
 
 
 def test_an_unknown_pruner_is_a_config_error_naming_the_allowed_ones(tmp_path):
