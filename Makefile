@@ -17,6 +17,8 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0 --extra-index-url $(TORCH_INDEX)
 	$(BIN)/pip install -q -e ".[dev]"
+	@# Replaced by hydra_plugins/emotion_lab_sweeper; left installed it would impose its schema on our configs.
+	$(BIN)/pip uninstall -q -y hydra-optuna-sweeper 2>/dev/null || true
 	touch $@
 
 # WordNet for synonym augmentation: NLTK's copy, else Debian's packages (apt), else NLTK's downloader.

@@ -144,7 +144,7 @@ def test_a_sweep_gets_history_importances_and_its_trials(tmp_path):
     fake_sweep(sweep)
     assert main([str(sweep)]) == 0
     text = (sweep / "report.md").read_text()
-    assert "8 trials; objective `val/f1_weighted_best`" in text
+    assert "8 trials (7 complete, 1 failed or unfinished); objective `val/f1_weighted_best`" in text
     assert {p.name for p in linked_images(sweep / "report.md")} == {"history.png", "importances.png"}
     for image in linked_images(sweep / "report.md"):
         assert_real_png(image)

@@ -18,7 +18,6 @@ from typing import Any
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
-from hydra.errors import CompactHydraException
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -27,7 +26,7 @@ from optuna.distributions import (
     distribution_to_json,
 )
 
-from emotion_lab.errors import first_line
+from emotion_lab.errors import UserInputError, first_line
 
 # Set by the sweeper in each trial's job (hydra.job.env_set): the number of the trial it runs.
 TRIAL_ENV = "EMOTION_LAB_OPTUNA_TRIAL"
@@ -39,8 +38,8 @@ STUDY_FILE = "study.yaml"
 INTERRUPTED_ATTR = "interrupted"
 
 
-class SweepSetupError(CompactHydraException):
-    """A sweep that cannot start; Hydra prints the message alone, without a traceback."""
+class SweepSetupError(UserInputError):
+    """A sweep that cannot start: the sweeper prints this one line and exits before any trial."""
 
 
 def open_storage(spec: str) -> optuna.storages.BaseStorage:

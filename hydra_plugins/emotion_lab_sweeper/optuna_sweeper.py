@@ -90,9 +90,17 @@ class OptunaStudySweeper(Sweeper):
                 log.info("trial %d: %s", trial.number, " ".join(f"{k}={v}" for k, v in trial.params.items()))
             try:
                 returns = self._launch(trials, fixed)
-            except BaseException:  # Ctrl-C or a stopping error: the batch's trials will not finish
+            except BaseException as err:  # Ctrl-C, SIGTERM or a stopping error: the batch will not finish
                 for trial in trials:
                     self._mark_interrupted(study, trial._trial_id)
+                log.warning(
+                    "sweep stopped in trial %s (marked interrupted): rerun the same command with hydra.sweep.dir=%s "
+                    "to resume",
+                    ", ".join(str(t.number) for t in trials),
+                    sweep_dir,
+                )
+                if isinstance(err, SystemExit) and not err.code:
+                    raise SystemExit(1) from err  # Lightning exits 0 on SIGTERM; an unfinished sweep did not succeed
                 raise
             for trial, ret in zip(trials, returns):
                 failures += not self._tell(study, trial, ret)

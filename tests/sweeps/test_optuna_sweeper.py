@@ -1,0 +1,69 @@
+"""The sweeper's bookkeeping with a stand-in launcher: how trials are told to the study."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from emotion_lab.sweeps.study import stored_study
+from hydra_plugins.emotion_lab_sweeper.optuna_sweeper import OptunaStudySweeper
+
+
+def sweeper(tmp_path: Path, launch, n_trials: int = 3) -> OptunaStudySweeper:
+    made = OptunaStudySweeper(
+        sampler=OmegaConf.create({"_target_": "optuna.samplers.RandomSampler", "seed": 0}),
+        pruner=OmegaConf.create({"_target_": "optuna.pruners.NopPruner"}),
+        direction="maximize",
+        study_name="head",
+        storage=str(tmp_path / "optuna.journal"),
+        n_trials=n_trials,
+        n_jobs=1,
+        max_failure_rate=1.0,
+        params=OmegaConf.create({"model.net.dropout": "interval(0.0, 0.5)"}),
+    )
+    made.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    made.launcher = SimpleNamespace(launch=launch)
+    made.validate_batch_is_legal = lambda batch: None  # needs Hydra's config loader; the launcher is a stand-in
+    return made
+
+
+def job(status: JobStatus, value) -> JobReturn:
+    ret = JobReturn(status=status)
+    ret._return_value = value
+    return ret
+
+
+def test_trials_are_told_as_complete_pruned_or_failed(tmp_path):
+    outcomes = iter(
+        [
+            job(JobStatus.COMPLETED, 0.9),
+            job(JobStatus.FAILED, optuna.TrialPruned("pruned after epoch 0")),
+            job(JobStatus.COMPLETED, None),  # a trial whose run failed or diverged
+        ]
+    )
+    launched = []
+
+    def launch(batch, initial_job_idx):
+        launched.append(initial_job_idx)
+        return [next(outcomes) for _ in batch]
+
+    sweeper(tmp_path, launch).sweep(["experiment=cached_head"])
+    trials = stored_study(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
+    assert launched == [0, 1, 2]  # job number = trial number = the trial's folder
+    assert OmegaConf.load(tmp_path / "optimization_results.yaml").best_value == pytest.approx(0.9)
+
+
+def test_a_stopped_sweep_marks_its_trial_interrupted_and_exits_non_zero(tmp_path):
+    def sigterm(batch, initial_job_idx):
+        raise SystemExit(0)  # what Lightning raises on SIGTERM
+
+    with pytest.raises(SystemExit) as stopped:
+        sweeper(tmp_path, sigterm).sweep([])
+    assert stopped.value.code == 1
+    (trial,) = stored_study(tmp_path).trials
+    assert trial.state == TrialState.FAIL and trial.system_attrs["interrupted"] is True
