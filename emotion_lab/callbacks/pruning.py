@@ -48,6 +48,8 @@ class OptunaPruning(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._optuna is None or trainer.state.fn != TrainerFn.FITTING:  # not the best checkpoint's re-validation
             return
+        if trainer.max_epochs is not None and pl_module.current_epoch >= trainer.max_epochs - 1:
+            return  # the last epoch has been paid for: the trial's score goes to the study whole
         try:
             self._optuna.on_validation_end(trainer, pl_module)
         except optuna.TrialPruned:

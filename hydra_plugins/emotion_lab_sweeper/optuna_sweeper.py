@@ -93,12 +93,14 @@ class OptunaStudySweeper(Sweeper):
             except BaseException as err:  # Ctrl-C, SIGTERM or a stopping error: the batch will not finish
                 for trial in trials:
                     self._mark_interrupted(study, trial._trial_id)
-                log.warning(
-                    "sweep stopped in trial %s (marked interrupted): rerun the same command with hydra.sweep.dir=%s "
-                    "to resume",
-                    ", ".join(str(t.number) for t in trials),
-                    sweep_dir,
-                )
+                signal = isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and not err.code)
+                if signal:  # not an error the next run would meet again
+                    log.warning(
+                        "sweep stopped in trial %s (marked interrupted): rerun the same command with "
+                        "hydra.sweep.dir=%s to resume",
+                        ", ".join(str(t.number) for t in trials),
+                        sweep_dir,
+                    )
                 if isinstance(err, SystemExit) and not err.code:
                     raise SystemExit(1) from err  # Lightning exits 0 on SIGTERM; an unfinished sweep did not succeed
                 raise

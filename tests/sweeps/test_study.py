@@ -66,7 +66,8 @@ def test_a_study_resumes_only_over_the_same_search(tmp_path):
 
 
 def test_a_database_opens_in_a_new_folder_and_one_that_cannot_be_opened_is_one_line(tmp_path):
-    assert open_storage(f"sqlite:///{tmp_path}/new/folder/study.db") is not None  # e.g. in the sweep's folder
+    open_storage(f"sqlite:///{tmp_path}/new/folder/study.db")  # e.g. in the sweep's folder, not made yet
+    assert (tmp_path / "new" / "folder" / "study.db").is_file()
     (tmp_path / "file").write_text("")
     with pytest.raises(SweepSetupError, match=r"^hydra.sweeper.storage=sqlite:///.*: cannot open it \("):
         open_storage(f"sqlite:///{tmp_path}/file/study.db")

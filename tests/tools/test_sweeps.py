@@ -168,8 +168,12 @@ def test_a_stored_study_resumes_where_it_stopped(tmp_path, data_dir, tiny_encode
     before = {t.number: t.params for t in stored_study(folder).trials}
     # An interrupted sweep leaves its running trial behind: failed on resume, not counted.
     stored_study(folder).ask()
+    # A pruner that stops every trial it judges: one-epoch trials end complete, their last epoch is never judged.
+    prune_all = ["hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.lower=1.01"]
     again = run_train(
-        tiny_optuna(tmp_path, data_dir, tiny_encoder, "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={folder}")
+        tiny_optuna(
+            tmp_path, data_dir, tiny_encoder, "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={folder}", *prune_all
+        )
     )
     assert again.returncode == 0, again.stderr[-3000:]
     trials = stored_study(folder).trials
