@@ -39,5 +39,5 @@ test: setup
 	$(BIN)/python -m pytest -q $(ARGS)
 
 lint: setup
-	$(BIN)/ruff check emotion_lab tests
-	$(BIN)/ruff format --check emotion_lab tests
+	$(BIN)/ruff check emotion_lab hydra_plugins tests
+	$(BIN)/ruff format --check emotion_lab hydra_plugins tests

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import hydra
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
@@ -140,8 +141,6 @@ def trial_in_this_job(pruner_config: Any, study_name: str, storage: str) -> optu
     number = os.environ.get(TRIAL_ENV)
     if number is None:
         return None
-    import hydra
-
     study = optuna.load_study(
         study_name=study_name, storage=open_storage(storage), pruner=hydra.utils.instantiate(pruner_config)
     )

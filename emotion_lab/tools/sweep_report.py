@@ -7,9 +7,9 @@ Reads each trial folder's `.hydra/overrides.yaml` and `metrics.json` and writes
 Validation metrics are those of the checkpoint the trial selected. Complete trials come first, best
 first, then pruned ones (with the scores they had when stopped), then the rest: a failed trial with
 its reason, a trial without metrics as the sweep's stored study records it (interrupted, running) or
-as incomplete. The Markdown names the overrides every trial
-shares once, above the table, and shows each trial's own with 4 significant digits; the CSV keeps
-every trial's full overrides, exactly as launched. TensorBoard's HPARAMS tab shows the same trials:
+as incomplete. The Markdown names the overrides every trial shares once, above the table, and shows
+each trial's own with 4 significant digits; the CSV keeps every trial's full overrides, exactly as
+launched. TensorBoard's HPARAMS tab shows the same trials:
 `tensorboard --logdir MULTIRUN_DIR`.
 """
 
