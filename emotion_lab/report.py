@@ -270,7 +270,8 @@ def study_importances(study: Any) -> dict[str, float]:
 
 
 def sweep_report(folder: Path, out: Path) -> str:
-    rows = sorted(collect(folder), key=lambda r: r["trial"])
+    ranked = collect(folder)  # best first; the history wants launch order
+    rows = sorted(ranked, key=lambda r: r["trial"])
     trials = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
     metric = sweep_objective(trials[0]) if trials else DEFAULT_OBJECTIVE
     values, pruned = [], []
@@ -302,7 +303,6 @@ def sweep_report(folder: Path, out: Path) -> str:
         lines += [markdown_table(["hyperparameter", "importance"], [[k, f"{v:.3f}"] for k, v in found.items()])]
     else:
         lines += ["Importances need at least two complete trials with a hyperparameter that varies.", ""]
-    ranked = collect(folder)
     lines += ["## Trials, best first", "", to_markdown(ranked)]
     return "\n".join(lines)
 
