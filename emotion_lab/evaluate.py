@@ -11,6 +11,7 @@ test_report.txt, test_report.json, errors.csv, metrics.json and figures/ into ou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -25,6 +26,8 @@ from omegaconf import DictConfig, open_dict
 
 from emotion_lab.callbacks import RunFigures, TestReport
 from emotion_lab.models.classifier import load_classifier
+from emotion_lab.models.encoder import downloads_refused
+from emotion_lab.utils.atomic import write_text
 from emotion_lab.utils.config import CONFIG_DIR
 from emotion_lab.utils.runtime import instantiate_loggers, metrics_to_floats, run_task
 
@@ -34,7 +37,7 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    model = load_classifier(cfg.ckpt_path, trusted_modules=list(cfg.trusted_modules))
+    model = load_classifier(cfg.ckpt_path, trusted_modules=list(cfg.trusted_modules), allow_download=cfg.allow_download)
     with open_dict(cfg):
         cfg.data.tokenizer_name = cfg.data.tokenizer_name or model.hparams.net["encoder_name"]
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
@@ -43,14 +46,16 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         logger=instantiate_loggers(cfg.get("logger")),
         callbacks=[TestReport(str(output_dir)), RunFigures(str(output_dir), f"evaluate {Path(cfg.ckpt_path).stem}")],
     )
-    # Validation first: the test's calibrated scores use the checkpoint's temperature, or one fitted here.
-    trainer.validate(model, datamodule=datamodule, verbose=False)
-    val_metrics = metrics_to_floats(trainer.callback_metrics)
-    trainer.test(model, datamodule=datamodule)
+    # The tokenizer the checkpoint names loads in setup: from local files only, unless downloads are allowed.
+    with contextlib.nullcontext() if cfg.allow_download else downloads_refused():
+        # Validation first: the test's calibrated scores use the checkpoint's temperature, or one fitted here.
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+        val_metrics = metrics_to_floats(trainer.callback_metrics)
+        trainer.test(model, datamodule=datamodule)
     metrics = {**val_metrics, **metrics_to_floats(trainer.callback_metrics)}
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(
-        json.dumps({"ckpt_path": str(cfg.ckpt_path), **dict(sorted(metrics.items()))}, indent=2)
+    write_text(
+        output_dir / "metrics.json",
+        json.dumps({"ckpt_path": str(cfg.ckpt_path), **dict(sorted(metrics.items()))}, indent=2),
     )
     log.info(
         "test: weighted F1 %.4f, macro F1 %.4f (%s)",

@@ -8,20 +8,28 @@ data needed) and with `python -m emotion_lab.predict out`. Training exports its 
 `<run>/model` itself (`export: true` in conf/train.yaml). `onnx=true` adds `model.onnx` (fp32,
 dynamic batch and length, checked against the torch logits) and `model.int8.onnx` (onnxruntime's
 dynamic quantization); it needs the `onnx` extra.
+
+The folder is written beside `out` and swapped in whole: an export that fails leaves the old folder
+as it was. `out` must be new, empty or a model folder, since its old contents are replaced.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Sequence
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from emotion_lab.data.labels import LABELS
-from emotion_lab.inference.predictor import ONNX_FILE, ONNX_INT8_FILE, EmotionPredictor
+from emotion_lab.errors import UserInputError
+from emotion_lab.inference.predictor import CONFIG_FILE, ONNX_FILE, ONNX_INT8_FILE, EmotionPredictor
 from emotion_lab.utils.config import CONFIG_DIR
 from emotion_lab.utils.runtime import run_task
 
@@ -40,7 +48,7 @@ def model_card(predictor: EmotionPredictor, ckpt_path: Path, metrics: dict[str, 
         f"- data: dair-ai/emotion ({data_source})",
         f"- max length: {predictor.max_length} word-pieces",
         f"- temperature: {predictor.temperature:.4f} (probabilities are softmax(logits / T), T fitted on validation)",
-        f"- exported from: `{ckpt_path}`",
+        f"- exported from: `{ckpt_path.name}`",  # the file, not where it lay on the exporting machine
         "",
         "Load with `EmotionPredictor.from_pretrained(this_folder)` or `python -m emotion_lab.predict this_folder`.",
     ]
@@ -52,6 +60,48 @@ def model_card(predictor: EmotionPredictor, ckpt_path: Path, metrics: dict[str, 
     return "\n".join(lines) + "\n"
 
 
+def check_replaceable(folder: Path, ckpt_path: Path) -> None:
+    """Export replaces `folder` whole: refuse one whose contents are not a model's."""
+    if folder.exists() and not folder.is_dir():
+        raise UserInputError(f"out={folder}: a file, not a folder; give the model folder to write")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / CONFIG_FILE).is_file():
+        raise UserInputError(
+            f"out={folder}: a folder that is not a model folder (no {CONFIG_FILE}); export replaces its whole "
+            "contents, so give a new folder or a model folder"
+        )
+    if ckpt_path.resolve().is_relative_to(folder.resolve()):
+        raise UserInputError(f"ckpt_path={ckpt_path}: inside out={folder}, which export replaces; export elsewhere")
+
+
+@contextlib.contextmanager
+def replacing(folder: Path) -> Iterator[Path]:
+    """A new sibling folder to write into. On a clean exit it takes `folder`'s place (the old one is
+    renamed aside, the new one renamed in, the old one deleted); on an exception it is deleted and
+    `folder` is untouched."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".new"))
+    aside = staging.with_suffix(".old")
+    try:
+        yield staging
+        os.chmod(staging, folder.stat().st_mode & 0o777 if folder.is_dir() else 0o755)  # mkdtemp's is 0700
+        for path in staging.rglob("*"):  # on disk before the rename makes them the model
+            if path.is_file():
+                with open(path, "rb") as file:
+                    os.fsync(file.fileno())
+        if folder.is_dir():
+            os.rename(folder, aside)
+        try:
+            os.rename(staging, folder)
+        except BaseException:
+            if aside.is_dir():
+                os.rename(aside, folder)
+            raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def export(
     ckpt_path: str | Path,
     out: str | Path,
@@ -59,10 +109,17 @@ def export(
     data_source: str = "unknown source",
     trusted_modules: Sequence[str] = (),
     onnx: bool = False,
+    allow_download: bool = False,
 ) -> Path:
-    """Write the model folder `out` from a checkpoint (or from a model folder, e.g. to add ONNX to it)."""
+    """Write the model folder `out` from a checkpoint (or from a model folder, e.g. to add ONNX to it); the
+    checkpoint's encoder is downloaded only with `allow_download`."""
     ckpt_path, folder = Path(ckpt_path), Path(out)
-    predictor = EmotionPredictor.from_pretrained(ckpt_path, trusted_modules=trusted_modules)
+    in_place = ckpt_path.is_dir() and folder.resolve() == ckpt_path.resolve()
+    if not in_place:
+        check_replaceable(folder, ckpt_path)
+    predictor = EmotionPredictor.from_pretrained(
+        ckpt_path, trusted_modules=trusted_modules, allow_download=allow_download
+    )
     if ckpt_path.is_dir():
         card = ckpt_path / "README.md"
         card = card.read_text() if card.is_file() else ""
@@ -73,24 +130,31 @@ def export(
             metrics = json.loads(run_metrics.read_text()) if run_metrics.is_file() else None
             data_source = (metrics or {}).get("data_source", data_source)
         card = model_card(predictor, ckpt_path, metrics, data_source)
-    in_place = ckpt_path.is_dir() and folder.resolve() == ckpt_path.resolve()
-    if not in_place:
-        # ONNX files of whatever the folder held before would be served with the new weights.
-        for name in (ONNX_FILE, ONNX_INT8_FILE):
-            (folder / name).unlink(missing_ok=True)
-        predictor.save_pretrained(folder, card=card)
-    if onnx:
-        from emotion_lab.inference.onnx import export_onnx, quantize_onnx
+    if in_place and not onnx:
+        return folder  # nothing to add
+    with replacing(folder) as staging:
+        if in_place:
+            shutil.copytree(folder, staging, dirs_exist_ok=True)  # the model as it is; its ONNX files rewritten
+        else:
+            # A fresh folder: the ONNX files of what was there are not served with the new weights.
+            predictor.save_pretrained(staging, card=card)
+        if onnx:
+            from emotion_lab.inference.onnx import export_onnx, quantize_onnx
 
-        export_onnx(predictor.net, predictor.tokenizer, folder / ONNX_FILE, max_length=predictor.max_length)
-        quantize_onnx(folder / ONNX_FILE, folder / ONNX_INT8_FILE)
+            export_onnx(predictor.net, predictor.tokenizer, staging / ONNX_FILE, max_length=predictor.max_length)
+            quantize_onnx(staging / ONNX_FILE, staging / ONNX_INT8_FILE)
     log.info("exported %s -> %s%s", ckpt_path, folder, " (with ONNX fp32 and int8)" if onnx else "")
     return folder
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:
-    run_task(lambda c: export(c.ckpt_path, c.out, trusted_modules=list(c.trusted_modules), onnx=c.onnx), cfg)
+    run_task(
+        lambda c: export(
+            c.ckpt_path, c.out, trusted_modules=list(c.trusted_modules), onnx=c.onnx, allow_download=c.allow_download
+        ),
+        cfg,
+    )
 
 
 if __name__ == "__main__":

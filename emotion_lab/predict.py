@@ -10,12 +10,14 @@ a Lightning checkpoint. Without `--input` the loop reads stdin: bars per class o
 plain tab-separated line per input otherwise. With `--input` (a .txt file with one sentence a line,
 .csv or .jsonl with a text column, or `-` for stdin) predictions stream to CSV or JSONL, so a file
 of any size runs in bounded memory. Empty lines give a row with an empty label, keeping rows
-aligned with input lines.
+aligned with input lines. `--output` is replaced only once every row is written, and never names
+the input file.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -30,9 +32,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from emotion_lab.errors import UserInputError
 from emotion_lab.inference.predictor import BACKENDS, EmotionPredictor, Prediction
+from emotion_lab.utils.atomic import atomic_open
 
 EXIT_WORDS = {"exit", "quit", ":q"}
 BAR_WIDTH = 24
+# Ten times the 100,000 characters docs/safety.md promises a prediction for (the model reads only its
+# first max_length word-pieces anyway); still a bound, so an unclosed quote cannot pull the rest of a
+# large file into memory as one field.
+CSV_FIELD_LIMIT = 1_000_000
 
 
 class InputError(UserInputError, ValueError):
@@ -95,26 +102,32 @@ def interactive(predictor: EmotionPredictor, stdin=sys.stdin, stdout=sys.stdout,
     return answered
 
 
+def check_output(source: str, output: str | None) -> None:
+    """Refuse, before either is opened, an output that is a folder or the input file itself (also
+    through a link): writing it would destroy the input."""
+    if not output:
+        return
+    if os.path.isdir(output):
+        raise InputError(f"--output {output}: a folder; name a file")
+    if source != "-" and os.path.exists(source) and os.path.exists(output) and os.path.samefile(source, output):
+        raise InputError(f"--output {output} is the --input file {source}; writing it would destroy it: choose another")
+
+
 def read_texts(source: str, text_column: str = "text") -> Iterator[str]:
     """Texts from a .txt/.csv/.jsonl file or `-` (stdin), lazily. Invalid UTF-8 is replaced, not fatal."""
+    # utf-8-sig: a byte-order mark is not part of the first text, a CSV header or a JSON line.
     if source == "-":
-        handle = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+        handle = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="replace")
         suffix = ".txt"
     else:
         path = Path(source)
         if not path.is_file():
             raise InputError(f"--input {source}: no such file")
-        handle = open(path, encoding="utf-8", errors="replace", newline="")
+        handle = open(path, encoding="utf-8-sig", errors="replace", newline="")
         suffix = path.suffix.lower()
     with handle:
         if suffix == ".csv":
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None or text_column not in reader.fieldnames:
-                raise InputError(
-                    f"{source}: no column {text_column!r} (columns: {reader.fieldnames}); use --text-column"
-                )
-            for row in reader:
-                yield row[text_column] or ""
+            yield from _csv_texts(handle, source, text_column)
         elif suffix in (".jsonl", ".ndjson"):
             for line_no, line in enumerate(handle, start=1):
                 if not line.strip():
@@ -130,6 +143,25 @@ def read_texts(source: str, text_column: str = "text") -> Iterator[str]:
         else:
             for line in handle:
                 yield line.rstrip("\r\n")
+
+
+def _csv_texts(handle, source: str, text_column: str) -> Iterator[str]:
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    # strict: a stray or unclosed quote is an error, not rows silently merged into one text.
+    reader = csv.DictReader(handle, strict=True)
+    done = 0  # rows read, numbered as a spreadsheet does: the header is row 1
+    try:
+        columns = reader.fieldnames
+        done = 1
+        if columns is None or text_column not in columns:
+            raise InputError(f"{source}: no column {text_column!r} (columns: {columns}); use --text-column")
+        for record in reader:
+            done += 1
+            yield record[text_column] or ""
+    except csv.Error as err:
+        # DictReader.line_num counts only rows it returned; its csv.reader's counts the failed one.
+        line = reader.reader.line_num
+        raise InputError(f"{source}:{line}: row {done + 1} (the header is row 1) is not valid CSV ({err})") from None
 
 
 def write_predictions(rows: Iterator[tuple[str, Prediction | None]], out, fmt: str, labels: tuple[str, ...]) -> int:
@@ -183,14 +215,24 @@ def batch(
         if chunk:
             yield from flush()
 
-    out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
+    check_output(source, output)
+    # A temporary file renamed over the output when every row is written: an error midway leaves the
+    # old output as it was. realpath: an output that is a symbolic link is written through, as before.
+    # A device or pipe (/dev/stdout, a FIFO) cannot be replaced: it is written as a stream.
+    target = os.path.realpath(output) if output else None
+    if target is None:
+        out = contextlib.nullcontext(sys.stdout)
+    elif os.path.exists(target) and not os.path.isfile(target):
+        out = open(target, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed by the with below)
+    else:
+        out = atomic_open(target, "w", encoding="utf-8", newline="")
     start = time.perf_counter()
     try:
-        progress = tqdm(predicted(), unit=" sentences", file=sys.stderr, disable=not sys.stderr.isatty())
-        count = write_predictions(progress, out, fmt, predictor.labels)
-    finally:
-        if output:
-            out.close()
+        with out as handle:
+            progress = tqdm(predicted(), unit=" sentences", file=sys.stderr, disable=not sys.stderr.isatty())
+            count = write_predictions(progress, handle, fmt, predictor.labels)
+    except OSError as err:
+        raise InputError(f"--output {output}: cannot be written ({err.strerror or err})") from None
     elapsed = time.perf_counter() - start
     print(
         f"{count} predictions in {elapsed:.1f}s ({count / max(elapsed, 1e-9):.0f}/s)"
@@ -222,11 +264,21 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         metavar="MODULE",
         help="a module besides emotion_lab whose EmotionNet subclasses the model may name (your own variant)",
     )
+    parser.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="a .ckpt's encoder may be downloaded from the hub (default: local folders and the hub cache only; "
+        "a model folder always loads from its own files)",
+    )
 
 
 def load_model(args: argparse.Namespace) -> EmotionPredictor:
     return EmotionPredictor.from_pretrained(
-        args.model, trusted_modules=args.trust_module, backend=args.backend, int8=args.quantize
+        args.model,
+        trusted_modules=args.trust_module,
+        backend=args.backend,
+        int8=args.quantize,
+        allow_download=args.allow_download,
     )
 
 
@@ -251,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         parser.error(f"--batch-size {args.batch_size}: must be >= 1")
     try:
+        check_output(args.input or "-", args.output)  # before the model loads: a typo costs nothing
         predictor = load_model(args)
         if args.input is None and args.format is None:
             interactive(predictor, top_words=args.top_words)

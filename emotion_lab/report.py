@@ -10,7 +10,8 @@ metrics with the overrides that tell them apart. A multirun folder (trial folder
 trials' table, the objective per trial with the best so far (pruned trials marked), and the
 hyperparameters' importances (Optuna's random-forest evaluator over the sweep's stored study, or over
 the trials' overrides and metrics for a sweep without one, such as a grid). A folder without metrics, or
-without a checkpoint, gets one line naming what is missing.
+without a checkpoint, gets one line naming what is missing. The stored study is read as sweep_report
+reads it: read-only, only inside the sweep folder unless `--storage URL` names it.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from emotion_lab.data.labels import LABELS
+from emotion_lab.errors import UserInputError
 from emotion_lab.reporting import figures
-from emotion_lab.sweeps.study import stored_study
 from emotion_lab.tools.bench import markdown_table
-from emotion_lab.tools.sweep_report import collect, shared_overrides, to_markdown
+from emotion_lab.tools.sweep_report import STORAGE_HELP, collect, read_study, shared_overrides, to_markdown
+from emotion_lab.utils.atomic import write_text
 from emotion_lab.utils.config import PROJECT_ROOT
 
 # A run's figures (RunFigures writes them) in the order a reader wants them, with their captions.
@@ -269,8 +271,9 @@ def study_importances(study: Any) -> dict[str, float]:
     return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
 
 
-def sweep_report(folder: Path, out: Path) -> str:
-    ranked = collect(folder)  # best first; the history wants launch order
+def sweep_report(folder: Path, out: Path, study: Any) -> str:
+    """`study`: the sweep's stored study (read_study), or None."""
+    ranked = collect(folder, study)  # best first; the history wants launch order
     rows = sorted(ranked, key=lambda r: r["trial"])
     trials = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
     metric = sweep_objective(trials[0]) if trials else DEFAULT_OBJECTIVE
@@ -293,7 +296,6 @@ def sweep_report(folder: Path, out: Path) -> str:
     )
     lines = [f"# Sweep {folder.name}", "", f"{len(rows)} trials ({counts}); objective `{metric}` (maximised).", ""]
     lines += ["## Optimisation history", "", "![Optimisation history](history.png)", ""]
-    study = stored_study(folder)
     found = study_importances(study) if study else importances(trial_params(rows), values)
     if found:
         figures.save(
@@ -325,15 +327,24 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="where report.md goes (default: the run or sweep folder itself; outputs/reports/<time> for several runs)",
     )
+    parser.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
     args = parser.parse_args(argv)
     out = args.out or default_out(args.runs)
     if len(args.runs) == 1 and args.runs[0].is_dir() and is_multirun(args.runs[0]):
-        if not collect(args.runs[0]):
+        try:
+            study = read_study(args.runs[0], args.storage)
+        except UserInputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if not collect(args.runs[0], study):
             print(f"error: {args.runs[0]}: a multirun folder without trial folders (0/, 1/, ...)", file=sys.stderr)
             return 2
         out.mkdir(parents=True, exist_ok=True)
-        text = sweep_report(args.runs[0], out)
+        text = sweep_report(args.runs[0], out, study)
         problems = []
+    elif args.storage:
+        print(f"error: --storage {args.storage}: only for one sweep (multirun) folder", file=sys.stderr)
+        return 2
     else:
         runs, problems = [], []
         for path in args.runs:
@@ -350,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         text = single_run_report(runs[0], out) if len(runs) == 1 else comparison_report(runs, out)
     if problems:
         text += "\n## Missing\n\n" + "\n".join(f"- {line}" for line in problems) + "\n"
-    (out / "report.md").write_text(text, encoding="utf-8")
+    write_text(out / "report.md", text)
     print(out / "report.md")
     return 0
 

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, open_dict
 from emotion_lab.callbacks.pruning import OptunaPruning
 from emotion_lab.errors import ConfigError, first_line
 from emotion_lab.models.classifier import EmotionClassifier
+from emotion_lab.utils.atomic import write_text
 from emotion_lab.utils.config import CONFIG_DIR, cpu_has_native_bf16
 from emotion_lab.utils.runtime import (
     configure_torch,
@@ -178,8 +179,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 
 def write_metrics(output_dir: Path, metrics: dict[str, Any]) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2))
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,15 +12,6 @@ from emotion_lab.predict import main as predict
 from emotion_lab.train import train
 from emotion_lab.utils.runtime import run_task
 from tests.conftest import QUIET, compose_config, write_split_files
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_dir, tiny_encoder):
-    out = tmp_path_factory.mktemp("run")
-    overrides = [f"model.net.encoder_name={tiny_encoder}", "model.net.lstm_hidden=16", f"data.dir={data_dir}"]
-    cfg = compose_config("train", [*overrides, "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0", *QUIET], out)
-    _, objects = train(cfg)
-    return {"ckpt": Path(objects["trainer"].checkpoint_callback.best_model_path), "model": out / "model"}
 
 
 def one_line_exit_2(call, caplog) -> str:

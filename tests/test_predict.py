@@ -9,34 +9,12 @@ import sys
 import pytest
 import torch
 
+from emotion_lab.data.labels import LABELS
 from emotion_lab.export import export
 from emotion_lab.inference.predictor import EmotionPredictor, ModelLoadError
 from emotion_lab.models.classifier import load_classifier
-from emotion_lab.predict import interactive, main
-from emotion_lab.train import train
+from emotion_lab.predict import CSV_FIELD_LIMIT, InputError, batch, interactive, main
 from emotion_lab.utils.config import PROJECT_ROOT
-from tests.conftest import compose_config
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_dir, tiny_encoder):
-    out = tmp_path_factory.mktemp("run")
-    cfg = compose_config(
-        "train",
-        [
-            f"model.net.encoder_name={tiny_encoder}",
-            "model.net.lstm_hidden=16",
-            f"data.dir={data_dir}",
-            "trainer.max_epochs=1",
-            "trainer.enable_progress_bar=false",
-            "callbacks.progress_bar=null",
-            "logger=csv",
-            "trainer.num_sanity_val_steps=0",
-        ],
-        out,
-    )
-    metrics, objects = train(cfg)
-    return {"ckpt": objects["trainer"].checkpoint_callback.best_model_path, "out": out, "metrics": metrics}
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +129,86 @@ def test_bad_inputs_and_models_are_one_line_errors(trained, tmp_path, capsys):
     (tmp_path / "x.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelLoadError, match="x.ckpt"):
         EmotionPredictor.from_pretrained(tmp_path / "x.ckpt")
+
+
+def test_an_output_that_is_the_input_is_refused_and_the_input_kept(trained, tmp_path, capsys):
+    model = str(trained["out"] / "model")
+    source = tmp_path / "in.txt"
+    source.write_bytes(b"i feel happy\ni am sad\n")
+    (tmp_path / "link.txt").symlink_to(source)
+    os.link(source, tmp_path / "hard.txt")
+    (tmp_path / "sub").mkdir()
+    for output in (source, tmp_path / "link.txt", tmp_path / "hard.txt", tmp_path / "sub" / ".." / "in.txt"):
+        assert main([model, "--input", str(source), "--output", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--output {output} is the --input file" in err
+        assert source.read_bytes() == b"i feel happy\ni am sad\n"
+    assert main([model, "--input", str(source), "--output", str(tmp_path / "sub")]) == 2
+    assert "sub: a folder; name a file" in capsys.readouterr().err
+    # Through the link the other way round: the output file is kept and the input read.
+    assert main([model, "--input", str(tmp_path / "link.txt"), "--output", str(tmp_path / "out.csv")]) == 0
+    assert len(list(csv.DictReader((tmp_path / "out.csv").open()))) == 2
+
+
+def test_an_output_that_cannot_be_replaced_is_streamed_or_one_line(trained, tmp_path, capsys):
+    model = str(trained["out"] / "model")
+    source = tmp_path / "in.txt"
+    source.write_text("i feel happy\n")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
+    assert main([model, "--input", str(source), "--output", str(fifo), "--format", "csv"]) == 0
+    assert reader.communicate(timeout=30)[0].splitlines()[0].startswith("text,label")
+    capsys.readouterr()
+    (tmp_path / "file").write_text("")
+    assert main([model, "--input", str(source), "--output", str(tmp_path / "file" / "out.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "out.csv: cannot be written" in err
+
+
+def test_a_csv_field_longer_than_pythons_default_limit_predicts(trained, tmp_path, capsys):
+    model = str(trained["out"] / "model")
+    long = ("i feel happy " * 20_000)[:200_000]  # over csv's default field_size_limit (131,072)
+    source = tmp_path / "in.csv"
+    source.write_text(f'id,text\n1,"{long}"\n2,i am sad\n')
+    assert main([model, "--input", str(source), "--output", str(tmp_path / "out.jsonl")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [len(r["text"]) for r in rows] == [200_000, 8] and all(r["label"] in LABELS for r in rows)
+    capsys.readouterr()
+    # Past emotion_lab's own bound: one line naming the file, line and row.
+    source.write_text(f"id,text\n1,ok\n2,{'a' * (CSV_FIELD_LIMIT + 1)}\n")
+    assert main([model, "--input", str(source), "--output", str(tmp_path / "out.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "in.csv:3: row 3 (the header is row 1) is not valid CSV (field larger" in err
+
+
+@pytest.mark.parametrize(
+    "bad_row, line, reason",
+    [('3,"i am" sad', 4, "',' expected after '\"'"), ('3,"i am sad\n4,wow', 5, "unexpected end of data")],
+)
+def test_a_malformed_csv_row_is_one_line_and_the_old_output_stays(trained, tmp_path, capsys, bad_row, line, reason):
+    source = tmp_path / "in.csv"
+    source.write_text(f"id,text\n1,i feel happy\n2,i am scared\n{bad_row}\n")
+    output = tmp_path / "out.csv"
+    output.write_bytes(b"the previous run's predictions\n")
+    assert main([str(trained["out"] / "model"), "--input", str(source), "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"in.csv:{line}: row 4 (the header is row 1) is not valid CSV ({reason})" in err
+    assert output.read_bytes() == b"the previous run's predictions\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.csv"]  # no temporary file left
+
+
+def test_an_error_after_rows_were_written_keeps_the_old_output(predictor, tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text('text\ni feel happy\ni am sad\nwow\n"unclosed\n')
+    output = tmp_path / "out.csv"
+    output.write_text("old\n")
+    # chunk_size=2: two chunks are predicted and written to the temporary file before row 5 fails.
+    with pytest.raises(InputError, match="row 5"):
+        batch(predictor, str(source), str(output), None, chunk_size=2)
+    assert output.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.csv"]
 
 
 @pytest.mark.slow

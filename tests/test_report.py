@@ -11,6 +11,7 @@ from omegaconf import open_dict
 from emotion_lab.data.labels import LABELS
 from emotion_lab.report import importances, main
 from emotion_lab.train import train
+from tests.sweeps.test_study import no_connection  # noqa: F401 - a fixture
 
 
 def linked_images(report: Path) -> list[Path]:
@@ -170,3 +171,22 @@ def test_nothing_committed_under_docs_quotes_the_datasets_sentences():
     quoting = [*docs.glob("**/attention_words*"), *docs.glob("**/errors.csv")]
     quoting += [p for p in docs.glob("**/test_report.*") if "examples" in p.read_text(encoding="utf-8")]
     assert quoting == []
+
+
+@pytest.mark.usefixtures("no_connection")
+def test_a_sweep_whose_study_yaml_names_a_database_is_reported_without_it(tmp_path, capsys):
+    sweep = tmp_path / "multirun"
+    fake_sweep(sweep)
+    url = "postgresql://user:secret@db.invalid:5432/studies"
+    (sweep / "study.yaml").write_text(json.dumps({"study_name": "head", "storage": url}))
+    assert main([str(sweep)]) == 0
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"note: {sweep}/study.yaml: its study storage {url} lies outside the sweep folder")
+    assert "## Hyperparameter importances" in (sweep / "report.md").read_text()  # from the trial folders
+
+
+def test_storage_is_refused_for_run_folders(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    assert main([str(tmp_path / "run"), "--storage", "sqlite:///study.db", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == "error: --storage sqlite:///study.db: only for one sweep (multirun) folder\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]

@@ -33,27 +33,54 @@ def run_cfg(tmp_path, data_dir, tiny_encoder, name, *extra):
 
 
 class StopAt(L.Callback):
-    """Interrupts training at the start of an epoch, as Ctrl-C or a scheduler's SIGTERM would."""
+    """Interrupts training as Ctrl-C or a scheduler's SIGTERM would: at the start of an epoch, or after
+    training batch `batch` of it."""
 
-    def __init__(self, epoch: int, how: str) -> None:
-        self.epoch, self.how = epoch, how
+    def __init__(self, epoch: int, how: str, batch: int | None = None) -> None:
+        self.epoch, self.how, self.batch = epoch, how, batch
+
+    def _stop(self) -> None:
+        if self.how == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler: stop once this batch is done
+        else:
+            raise KeyboardInterrupt
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == self.epoch:
-            if self.how == "sigterm":
-                os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler: stop at the next batch
-            else:
-                raise KeyboardInterrupt
+        if trainer.current_epoch == self.epoch and self.batch is None:
+            self._stop()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            self._stop()
 
 
-def weights(objects) -> torch.Tensor:
-    return torch.cat([p.detach().flatten() for p in objects["model"].parameters()])
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, data_dir, tiny_encoder):
+    """The uninterrupted 2-epoch run the interrupted ones must end like: its metrics and last checkpoint."""
+    root = tmp_path_factory.mktemp("straight")
+    metrics, objects = train(run_cfg(root, data_dir, tiny_encoder, "straight"))
+    assert objects["trainer"].current_epoch == 2
+    return metrics, torch.load(root / "train" / "runs" / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def assert_ends_like(straight, resumed_metrics, last_ckpt: Path) -> None:
+    """Weights, optimizer state and validation metrics of the resumed run equal the uninterrupted run's."""
+    straight_metrics, straight_ckpt = straight
+    resumed_ckpt = torch.load(last_ckpt, weights_only=True)
+    assert resumed_ckpt["global_step"] == straight_ckpt["global_step"]
+    for name, tensor in straight_ckpt["state_dict"].items():
+        assert torch.allclose(resumed_ckpt["state_dict"][name], tensor, atol=1e-6), name
+    straight_moments = straight_ckpt["optimizer_states"][0]["state"]
+    for index, state in resumed_ckpt["optimizer_states"][0]["state"].items():
+        assert torch.allclose(state["exp_avg"], straight_moments[index]["exp_avg"], atol=1e-6), index
+    for key in ("val/f1_weighted", "val/f1_macro", "val/loss", "val/f1_weighted_best", "val/temperature"):
+        assert resumed_metrics[key] == pytest.approx(straight_metrics[key], abs=1e-6), key
 
 
 @pytest.mark.slow
-def test_interrupted_between_epochs_and_resumed_equals_uninterrupted(tmp_path, data_dir, tiny_encoder, monkeypatch):
-    straight_metrics, straight = train(run_cfg(tmp_path, data_dir, tiny_encoder, "straight"))
-
+def test_interrupted_between_epochs_and_resumed_equals_uninterrupted(
+    tmp_path, data_dir, tiny_encoder, monkeypatch, straight
+):
     import emotion_lab.train as train_module
 
     original = train_module.instantiate_callbacks
@@ -69,25 +96,32 @@ def test_interrupted_between_epochs_and_resumed_equals_uninterrupted(tmp_path, d
     resumed_metrics, resumed = train(resumed_cfg)
     assert resumed_cfg.paths.output_dir == str(interrupted)
     assert (tmp_path / "train" / "runs" / "resumed" / "resumed_in.txt").read_text().strip() == str(interrupted)
-    assert resumed["trainer"].current_epoch == straight["trainer"].current_epoch == 2
-    assert torch.allclose(weights(resumed), weights(straight), atol=1e-6)
-    for key in ("val/f1_weighted", "val/f1_macro", "val/loss", "val/f1_weighted_best"):
-        assert resumed_metrics[key] == pytest.approx(straight_metrics[key], abs=1e-6), key
+    assert resumed["trainer"].current_epoch == 2
+    assert_ends_like(straight, resumed_metrics, interrupted / "checkpoints" / "last.ckpt")
 
 
 @pytest.mark.slow
-def test_sigterm_mid_epoch_leaves_a_checkpoint_the_run_resumes_from(tmp_path, data_dir, tiny_encoder, monkeypatch):
+def test_sigterm_mid_epoch_resumes_at_the_next_batch_and_ends_like_an_uninterrupted_run(
+    tmp_path, data_dir, tiny_encoder, monkeypatch, straight
+):
     import emotion_lab.train as train_module
 
+    # 60 sentences in batches of 8: 8 batches an epoch. Stop after batch 3 of epoch 1 (the 12th step).
     original = train_module.instantiate_callbacks
-    monkeypatch.setattr(train_module, "instantiate_callbacks", lambda cfg: [*original(cfg), StopAt(1, "sigterm")])
+    stop = StopAt(1, "sigterm", batch=3)
+    monkeypatch.setattr(train_module, "instantiate_callbacks", lambda cfg: [*original(cfg), stop])
     with pytest.raises(SIGTERMException):
         train(run_cfg(tmp_path, data_dir, tiny_encoder, "stopped"))
     monkeypatch.setattr(train_module, "instantiate_callbacks", original)
     last = tmp_path / "train" / "runs" / "stopped" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=True)["global_step"] > 8  # saved after the signal, into epoch 1
-    _, resumed = train(run_cfg(tmp_path, data_dir, tiny_encoder, "again", f"ckpt_path={last}"))
+    checkpoint = torch.load(last, weights_only=True)
+    assert checkpoint["global_step"] == 12
+    # Where the training loader is in its epoch (the datamodule's state), loaded back on resume.
+    assert checkpoint["EmotionDataModule"] == {"epoch": 1, "batches": 4}
+
+    resumed_metrics, resumed = train(run_cfg(tmp_path, data_dir, tiny_encoder, "again", f"ckpt_path={last}"))
     assert resumed["trainer"].current_epoch == 2
+    assert_ends_like(straight, resumed_metrics, last)
 
 
 def test_same_seed_twice_gives_the_same_metrics(tmp_path, data_dir, tiny_encoder):

@@ -249,10 +249,12 @@ def test_two_trial_multirun(tmp_path, data_dir, tiny_encoder):
     assert result.returncode == 0, result.stderr[-3000:]
     trials = sorted((tmp_path / "train" / "multiruns").glob("*/[0-9]*"))
     assert [t.name for t in trials] == ["0", "1"]
-    hidden = [
-        json.loads((t / "metrics.json").read_text()) and (t / ".hydra" / "overrides.yaml").read_text() for t in trials
-    ]
-    assert "lstm_hidden=8" in hidden[0] and "lstm_hidden=16" in hidden[1]
+    for trial, hidden in zip(trials, (8, 16)):
+        assert f"model.net.lstm_hidden={hidden}" in (trial / ".hydra" / "overrides.yaml").read_text()
+        # A failed trial also writes metrics.json (its status) and exits 0: each must have trained and tested.
+        metrics = json.loads((trial / "metrics.json").read_text())
+        assert metrics["status"] == "ok", metrics["status"]
+        assert math.isfinite(metrics["train/loss_epoch"]) and 0.0 <= metrics["test/f1_weighted"] <= 1.0
 
 
 def test_user_errors_become_one_message_and_exit_status_2(caplog):

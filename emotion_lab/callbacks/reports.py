@@ -11,6 +11,7 @@ from sklearn.metrics import classification_report
 
 from emotion_lab.data.labels import LABELS
 from emotion_lab.reporting.errors import confident_mistakes, confusion_lines, costly_confusions, write_errors_csv
+from emotion_lab.utils.atomic import write_text
 
 
 class TestOutputs(L.Callback):
@@ -68,8 +69,8 @@ class TestReport(TestOutputs):
             temperature = getattr(pl_module, "temperature", None) or 1.0
             rows = confident_mistakes(texts, targets, (logits / temperature).softmax(-1).numpy())
             write_errors_csv(rows, self.output_dir / "errors.csv")
-        (self.output_dir / "test_report.txt").write_text(text, encoding="utf-8")
-        (self.output_dir / "test_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        write_text(self.output_dir / "test_report.txt", text)
+        write_text(self.output_dir / "test_report.json", json.dumps(report, indent=2))
 
     @staticmethod
     def _texts(trainer: L.Trainer, targets) -> list[str] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 
@@ -28,21 +29,30 @@ class EpochSeeded(torch.utils.data.Sampler):
     Lightning calls `set_epoch(e)` before each training epoch; the generator is re-seeded and the
     e earlier epochs' draws are replayed (cheap: a permutation each). So epoch e has the same order
     in a run that got there straight and in one resumed from a checkpoint, and it is the order one
-    continuously advancing generator would give.
+    continuously advancing generator would give. `resume_at(e, position)` makes the next pass over
+    epoch e start at `position` of that order: a run resumed mid-epoch sees the rest of it.
     """
 
     def __init__(self, sampler: torch.utils.data.Sampler, generator: torch.Generator, seed: int) -> None:
         self.sampler, self.generator, self.seed = sampler, generator, seed
+        self._resume: tuple[int, int] | None = None
+        self.begun = False  # has a pass over the current epoch started?
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.begun = epoch, False
         self.generator.manual_seed(self.seed)
         for _ in range(epoch):
             for _ in self.sampler:
                 pass
 
+    def resume_at(self, epoch: int, position: int) -> None:
+        self._resume = (epoch, position)
+
     def __iter__(self):
-        return iter(self.sampler)
+        resume, self._resume, self.begun = self._resume, None, True
+        start = resume[1] if resume is not None and resume[0] == self.epoch else 0
+        return itertools.islice(self.sampler, start, None)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -94,6 +104,8 @@ class EmotionDataModule(L.LightningDataModule):
         self.datasets: DatasetDict | None = None
         self.cached: dict[str, CachedSplit] | None = None
         self.source: str | None = None
+        self._train_sampler: EpochSeeded | None = None
+        self._resume: dict[str, int] | None = None  # from a checkpoint: where the next training epoch starts
 
     def prepare_data(self) -> None:
         # Fail before any training if augmentation needs WordNet and it is missing.
@@ -166,6 +178,9 @@ class EmotionDataModule(L.LightningDataModule):
             else:
                 inner = torch.utils.data.RandomSampler(data, generator=generator)
             sampler = EpochSeeded(inner, generator, self.hparams.seed)
+            if self._resume is not None:
+                sampler.resume_at(self._resume["epoch"], self._resume["batches"] * batch_size)
+            self._train_sampler = sampler
         else:
             sampler = self.eval_order(split)
         return DataLoader(
@@ -176,6 +191,20 @@ class EmotionDataModule(L.LightningDataModule):
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
         )
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training is in its epoch: the epoch and how many of its batches the trainer completed (its
+        count, not the batches handed out, so a batch Ctrl-C cut short runs again, as Lightning's loop
+        expects). Lightning saves it in each checkpoint and loads it back before the loaders are built;
+        a loader's own state would come back too late, after `configure_optimizers` built the loader."""
+        sampler = self._train_sampler
+        if self.trainer is None or sampler is None:
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed if sampler.begun else 0
+        return {"epoch": sampler.epoch, "batches": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = dict(state) or None
 
     def eval_order(self, split: str) -> list[int]:
         """The order a validation or test loader visits `split` in: by length. Order does not change

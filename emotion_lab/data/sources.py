@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,7 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 # The plain-text layout names the validation split `val.txt`.
 SPLIT_FILES: dict[str, str] = {"train": "train.txt", "validation": "val.txt", "test": "test.txt"}
 DATA_DIR_ENV = "EMOTION_DATA_DIR"
+BOM = b"\xef\xbb\xbf"
 
 
 class DataSourceError(UserInputError, FileNotFoundError):
@@ -45,22 +46,19 @@ class SplitReadResult:
 
 
 def read_split_file(path: Path, on_bad_line: str = "error") -> SplitReadResult:
-    """Read one `text;label` file.
+    r"""Read one `text;label` file.
 
     The label is what follows the *last* `;`, so a text that itself holds a `;` survives.
-    `on_bad_line="error"` raises on the first bad line naming file and line; `"skip"` drops it and
-    records why (the caller logs the count).
+    Lines end at `\n` only (a `\r` before it is dropped): U+2028, U+0085 or a form feed inside a
+    sentence stay part of it. `on_bad_line="error"` raises on the first bad line naming file and
+    line; `"skip"` drops it and records why (the caller logs the count). Bytes that are not UTF-8
+    stop either mode: that is a wrong encoding for the whole file, and skipping would drop every
+    line with an accent.
     """
     if on_bad_line not in ("error", "skip"):
         raise ConfigError(f"data.on_bad_line={on_bad_line!r}: allowed values are 'error' and 'skip'")
     result = SplitReadResult()
-    # utf-8-sig: a byte-order mark some editors write is not part of the first sentence.
-    with open(path, encoding="utf-8-sig", errors="strict") as handle:
-        try:
-            lines = handle.read().splitlines()
-        except UnicodeDecodeError as err:
-            raise DataFormatError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
-    for line_no, line in enumerate(lines, start=1):
+    for line_no, line in _lines(path):
         if not line.strip():
             continue
         text, sep, label = line.rpartition(";")
@@ -81,6 +79,24 @@ def read_split_file(path: Path, on_bad_line: str = "error") -> SplitReadResult:
         result.texts.append(text)
         result.labels.append(LABEL2ID[label])
     return result
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    r"""`(line number, line)` for each `\n`-ended line, without its `\r\n` or `\n`."""
+    offset = 0  # bytes before the current line, a byte-order mark included
+    # Binary mode splits on b"\n" alone and keeps byte offsets exact.
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            start, offset = offset, offset + len(raw)
+            # A byte-order mark some editors write is not part of the first sentence.
+            skip = len(BOM) if line_no == 1 and raw.startswith(BOM) else 0
+            try:
+                line = raw[skip:].decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataFormatError(
+                    f"{path}:{line_no}: not valid UTF-8 ({err.reason} at byte {start + skip + err.start})"
+                ) from None
+            yield line_no, line.removesuffix("\n").removesuffix("\r")
 
 
 def load_local_splits(data_dir: Path, on_bad_line: str = "error") -> DatasetDict:

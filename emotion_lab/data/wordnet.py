@@ -10,11 +10,12 @@ into an NLTK data folder this project controls (`~/.cache/emotion_lab/nltk_data`
 lexnames(5WN)), and adds that folder to `nltk.data.path`.
 
     python -m emotion_lab.data.wordnet           # prepare now and print where (also done on first use)
-    python -m emotion_lab.data.wordnet --setup   # `make setup`: get WordNet by the first way that works
+    python -m emotion_lab.data.wordnet --setup   # `make wordnet`: get WordNet by the first way that works
 
-`--setup` tries, in order: a WordNet NLTK already reads; Debian's packages (installed, or installed
-now with apt-get where this user may); NLTK's downloader (needs a network); otherwise it stops with
-one message naming each way.
+Only augmentation (off by default) and its tests need WordNet, so `make test` runs `make wordnet` and
+`make setup` / `make train` never do (no apt-get for a plain training run). `--setup` tries, in order:
+a WordNet NLTK already reads; Debian's packages (installed, or installed now with apt-get where this
+user may); NLTK's downloader (needs a network); otherwise it stops with one message naming each way.
 """
 
 from __future__ import annotations
@@ -105,11 +106,17 @@ def prepare_from_debian(source: Path = DEBIAN_WORDNET_DIR, data_dir: Path | None
     return target
 
 
+MANUAL_WAYS = (
+    "`python -m nltk.downloader wordnet` (online) or `apt-get install wordnet-base wordnet-sense-index` "
+    "(emotion_lab prepares Debian's copy for NLTK)"
+)
+
+
 def _missing_message(detail: str) -> str:
     return (
-        f"WordNet is needed for synonym augmentation and was not found ({detail}): get it with "
-        "`python -m nltk.downloader wordnet` (online) or `apt-get install wordnet-base wordnet-sense-index` "
-        "(emotion_lab prepares Debian's copy for NLTK), or set data.augment.enabled=false"
+        f"WordNet is needed for synonym augmentation and was not found ({detail}): run `make wordnet` "
+        f"(or `python -m emotion_lab.data.wordnet --setup`), or get it with {MANUAL_WAYS}, "
+        "or set data.augment.enabled=false"
     )
 
 
@@ -126,7 +133,13 @@ def load_wordnet(source: Path = DEBIAN_WORDNET_DIR):
         prepare_from_debian(source, data_dir)
     from nltk.corpus import wordnet
 
-    wordnet.ensure_loaded()
+    try:
+        wordnet.ensure_loaded()
+        wordnet.synsets("happy")  # opens the index and data files too, not only lexnames
+    except (LookupError, OSError) as err:
+        # NLTK's LookupError text is a many-line banner that names only its downloader.
+        reason = "NLTK could not open it" if isinstance(err, LookupError) else " ".join(str(err).split())
+        raise WordNetMissingError(_missing_message(f"the WordNet NLTK found is unreadable: {reason}")) from None
     return wordnet
 
 
@@ -138,12 +151,26 @@ def _nltk_has_wordnet() -> bool:
     return True
 
 
-def apt_install(packages: tuple[str, ...] = DEBIAN_PACKAGES) -> bool:
-    """Install Debian packages where apt-get exists and this user may use it (root, or sudo without a
-    password); refreshes the package lists once if the first try fails. True if it worked."""
+def apt_prefix() -> list[str] | None:
+    """How this user may run apt-get: [] as root, `sudo -n` with sudo that asks no password; None where
+    there is no apt-get or this user may not."""
     if shutil.which("apt-get") is None:
-        return False
-    prefix = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
+        return None
+    if os.geteuid() == 0:
+        return []
+    if shutil.which("sudo") is None:
+        return None
+    try:
+        asks_password = subprocess.run(["sudo", "-n", "true"], capture_output=True, timeout=30).returncode != 0
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return None if asks_password else ["sudo", "-n"]
+
+
+def apt_install(packages: tuple[str, ...] = DEBIAN_PACKAGES) -> bool:
+    """Install Debian packages where this user may run apt-get (apt_prefix); refreshes the package lists
+    once if the first try fails. True if it worked."""
+    prefix = apt_prefix()
     if prefix is None:
         return False
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -184,12 +211,15 @@ def setup_wordnet(source: Path = DEBIAN_WORDNET_DIR) -> str:
         return f"Debian's {' + '.join(DEBIAN_PACKAGES)}, prepared in {data_dir}"
     if nltk_download(data_dir) and _nltk_has_wordnet():
         return f"NLTK's downloader, into {data_dir}"
-    raise WordNetMissingError(_missing_message("no NLTK copy; apt-get could not install it here; no network for NLTK"))
+    raise WordNetMissingError(
+        "WordNet not found (no NLTK copy; apt-get could not install it here; no network for NLTK): "
+        f"get it with {MANUAL_WAYS}, then rerun `make wordnet`"
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Prepare WordNet for NLTK (synonym augmentation).")
-    parser.add_argument("--setup", action="store_true", help="get WordNet by the first way that works (make setup)")
+    parser.add_argument("--setup", action="store_true", help="get WordNet by the first way that works (make wordnet)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

@@ -3,7 +3,9 @@
 A single worker takes everything queued (up to `max_batch_texts` texts, after waiting at most
 `max_wait_ms` for company; one larger request runs alone) and runs it in a thread, sorted by length
 in chunks of `forward_batch`, so the event loop keeps accepting requests while the model runs. If the
-model fails on a batch, its requests are retried one by one, so only the one that caused it fails.
+model fails on a batch, its requests are retried one by one, so only the one that caused it fails
+(with the model's exception, which the server logs under the request's id). When the worker stops, for
+whatever reason, every request still waiting on it is answered 503 at once instead of never.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-from emotion_lab.errors import first_line
 from emotion_lab.inference.predictor import EmotionPredictor, Prediction
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class Limits:
     forward_batch: int = 16
     max_wait_ms: float = 2.0  # how long a batch waits for more requests
     max_queued_texts: int = 8192  # beyond this, 503 with Retry-After: shed load instead of queueing forever
+    body_timeout_s: float = 10.0  # a body not read whole by then is answered 408 (enough for 2 MB on a slow link)
 
 
 class RequestError(Exception):
@@ -60,6 +62,7 @@ class DynamicBatcher:
         self.batches = 0
         self.batched_texts = 0
         self.requests = 0
+        self._running: list[_Job] = []  # the batch in the model now
         self._worker: asyncio.Task | None = None
 
     @property
@@ -68,6 +71,19 @@ class DynamicBatcher:
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run())
+        self._worker.add_done_callback(self._stopped)
+
+    def _stopped(self, worker: asyncio.Task) -> None:
+        """Answers 503 to every request the stopped worker would have answered."""
+        if not worker.cancelled() and worker.exception() is not None:
+            log.error("the prediction worker died", exc_info=worker.exception())
+        waiting = [*self._running, *([self._next] if self._next else [])]
+        while not self.queue.empty():
+            waiting.append(self.queue.get_nowait())
+        self._running, self._next, self.queued_texts = [], None, 0
+        for job in waiting:
+            if not job.future.done():
+                job.future.set_exception(RequestError(503, "the prediction worker stopped; see the server log"))
 
     async def stop(self) -> None:
         if self._worker is not None:
@@ -82,7 +98,7 @@ class DynamicBatcher:
         job = _Job(texts, top_words, asyncio.get_running_loop().create_future())
         self.queued_texts += len(texts)
         self.requests += 1
-        await self.queue.put(job)
+        self.queue.put_nowait(job)  # no await between the alive check and here: a stopping worker sees the job
         return await job.future
 
     async def _get(self, timeout: float | None) -> _Job | None:
@@ -132,10 +148,11 @@ class DynamicBatcher:
                 for job in jobs:
                     await self._answer([job])
                 return
-            log.exception("prediction failed")
-            results = [RequestError(500, f"prediction failed: {type(err).__name__}: {first_line(err)}")]
+            results = [err]  # raised in the request, whose handler logs it with the request's id
         for job, result in zip(jobs, results):
             if job.future.done():  # the client has gone
+                if isinstance(result, Exception):
+                    log.error("prediction failed for a request whose client had gone", exc_info=result)
                 continue
             if isinstance(result, Exception):
                 job.future.set_exception(result)
@@ -152,7 +169,9 @@ class DynamicBatcher:
             size = sum(len(job.texts) for job in jobs)
             self.batches += 1
             self.batched_texts += size
+            self._running = jobs
             await self._answer(jobs)
+            self._running = []
 
     def stats(self) -> dict:
         return {

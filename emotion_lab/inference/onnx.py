@@ -10,7 +10,7 @@ The files live inside the safetensors model folder, which stays the canonical fo
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -166,7 +166,8 @@ def check_onnx(net: nn.Module, tokenizer, path: Path, max_length: int = 128, ato
 
 
 def quantize_onnx(source: str | Path, target: str | Path) -> Path:
-    """onnxruntime's int8 dynamic quantization (weights int8, activations quantized per batch)."""
+    """onnxruntime's int8 dynamic quantization (weights int8 per output channel, activations quantized per
+    batch)."""
     _require("onnxruntime")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -174,7 +175,11 @@ def quantize_onnx(source: str | Path, target: str | Path) -> Path:
     partial = target.with_name(target.name + ".partial")
     try:
         with _quiet():
-            quantize_dynamic(str(source), str(partial), weight_type=QuantType.QInt8)
+            # 7-bit weights: CPUs without VNNI (AVX2) sum uint8 x int8 pairs in int16, which 8-bit weights
+            # overflow; per-channel scales win back more than the lost bit, so every CPU gets the same logits.
+            quantize_dynamic(
+                str(source), str(partial), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True
+            )
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
@@ -191,6 +196,43 @@ def _quiet():
         logging.disable(logging.NOTSET)
 
 
+def _tensors(graph) -> Iterator:
+    """Every tensor a graph holds: initializers, sparse ones, and those in node attributes and subgraphs."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes) -> Iterator:
+    for node in nodes:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _tensors(subgraph)
+
+
+def refuse_external_data(path: Path) -> None:
+    """One line if an ONNX file points at external data: onnxruntime would open files the ONNX file names
+    (emotion_lab writes every tensor inside the file), so it is refused before a session is created."""
+    onnx = _require("onnx")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:
+        raise ModelLoadError(f"{path}: not a loadable ONNX model ({first_line(err)})") from None
+    tensors = [*_tensors(model.graph), *(t for f in model.functions for t in _node_tensors(f.node))]
+    external = [t.name for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise ModelLoadError(
+            f"{path}: refused, {len(external)} of its tensors point at external data files (e.g. {external[0]!r}); "
+            "emotion_lab's ONNX files hold all their data: export the model again"
+        )
+
+
 class OnnxBackend:
     """An onnxruntime session with the torch network's call signature: (ids, mask) -> (logits, attention)."""
 
@@ -201,6 +243,7 @@ class OnnxBackend:
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        refuse_external_data(Path(path))
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as err:

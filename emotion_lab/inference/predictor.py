@@ -20,6 +20,7 @@ Backends: `torch` (the network; `int8` = torch's dynamic quantization of its Lin
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import warnings
@@ -28,14 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from emotion_lab.data.labels import LABELS
-from emotion_lab.errors import ModelLoadError, first_line
+from emotion_lab.errors import ModelLoadError, UserInputError, first_line
 from emotion_lab.models.calibration import checked_temperature
-from emotion_lab.models.encoder import load_tokenizer
-from emotion_lab.models.loading import build_network, checkpoint_network, read_checkpoint
+from emotion_lab.models.encoder import downloads_refused, load_tokenizer
+from emotion_lab.models.loading import build_network, check_shapes, checkpoint_network, read_checkpoint
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "emotion_lab.json"
@@ -44,6 +46,7 @@ ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
 BACKENDS = ("torch", "onnx", "auto")
 ENCODER_DIR = "encoder"
+MAX_LENGTH_LIMIT = 8192  # word-pieces; BERT-family encoders take 512
 
 
 @dataclass
@@ -110,37 +113,47 @@ class EmotionPredictor:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, trusted_modules: Sequence[str] = (), backend: str = "torch", int8: bool = False
+        cls,
+        path: str | Path,
+        trusted_modules: Sequence[str] = (),
+        backend: str = "torch",
+        int8: bool = False,
+        allow_download: bool = False,
     ) -> EmotionPredictor:
         """Load a model folder (or a Lightning checkpoint). Its network class must be an emotion_lab one,
         or from a module named in `trusted_modules`: the folder cannot make loading run other code.
-        `backend` is torch | onnx | auto (module docstring); `int8` picks the quantized variant."""
+        `backend` is torch | onnx | auto (module docstring); `int8` picks the quantized variant. A folder
+        loads from its own files only; a checkpoint's encoder is downloaded only with `allow_download`."""
         if backend not in BACKENDS:
             raise ModelLoadError(f"backend={backend!r}: allowed values are {BACKENDS}")
         folder = Path(path)
         if folder.is_file():
             if backend == "onnx":
                 raise ModelLoadError(f"{folder}: the onnx backend reads a model folder, not a checkpoint")
-            predictor = cls.from_checkpoint(folder, trusted_modules=trusted_modules)
+            predictor = cls.from_checkpoint(folder, trusted_modules=trusted_modules, allow_download=allow_download)
             return predictor.quantize_dynamic() if int8 else predictor
         config = _read_folder_config(folder)
         config_path = folder / CONFIG_FILE
+        local = {"encoder_name": str(folder / ENCODER_DIR)}  # never the encoder name recorded at training time
         if backend == "auto":
             onnx_file = folder / (ONNX_INT8_FILE if int8 else ONNX_FILE)
             backend = "onnx" if onnx_file.is_file() and _has_onnxruntime() else "torch"
         if backend == "onnx":
             return cls._from_onnx(folder, config, int8, _temperature(config, config_path))
+        weights_file = folder / WEIGHTS_FILE
         try:
-            net = build_network(config.get("net"), trusted_modules, encoder_name=str(folder / ENCODER_DIR))
-            try:
-                weights = load_file(folder / WEIGHTS_FILE)
-            except Exception as err:
-                raise ModelLoadError(
-                    f"{folder / WEIGHTS_FILE}: not a readable safetensors file ({first_line(err)})"
-                ) from None
-            _load_weights(net, weights, folder / WEIGHTS_FILE)
-            tokenizer = load_tokenizer(str(folder))
-        except ModelLoadError:
+            with downloads_refused():
+                check_shapes(config.get("net"), _header_shapes(weights_file), weights_file, trusted_modules, **local)
+                net = build_network(config.get("net"), trusted_modules, **local)
+                try:
+                    weights = load_file(weights_file)
+                except Exception as err:
+                    raise ModelLoadError(
+                        f"{weights_file}: not a readable safetensors file ({first_line(err)})"
+                    ) from None
+                _load_weights(net, weights, weights_file)
+                tokenizer = load_tokenizer(str(folder))
+        except UserInputError:
             raise
         except Exception as err:
             raise ModelLoadError(f"{folder}: cannot load the model ({type(err).__name__}: {first_line(err)})") from None
@@ -160,7 +173,10 @@ class EmotionPredictor:
                 f"out={folder} onnx=true`, or use backend=torch"
             )
         try:
-            tokenizer = load_tokenizer(str(folder))
+            with downloads_refused():
+                tokenizer = load_tokenizer(str(folder))
+        except UserInputError:
+            raise
         except Exception as err:
             raise ModelLoadError(f"{folder}: cannot load the tokenizer ({first_line(err)})") from None
         backend = OnnxBackend(file, name="onnx int8" if int8 else "onnx fp32")
@@ -176,20 +192,27 @@ class EmotionPredictor:
 
     @classmethod
     def from_checkpoint(
-        cls, ckpt_path: str | Path, max_length: int = 128, trusted_modules: Sequence[str] = ()
+        cls,
+        ckpt_path: str | Path,
+        max_length: int = 128,
+        trusted_modules: Sequence[str] = (),
+        allow_download: bool = False,
     ) -> EmotionPredictor:
-        """From a Lightning checkpoint of EmotionClassifier (the encoder name must still resolve)."""
+        """From a Lightning checkpoint of EmotionClassifier (the encoder name must still resolve: locally,
+        or from the hub only with `allow_download`)."""
         path = Path(ckpt_path)
         try:
             checkpoint = read_checkpoint(path)
             net_config = checkpoint["hyper_parameters"]["net"]
-            net = checkpoint_network(checkpoint, path, trusted_modules)
+            net = checkpoint_network(checkpoint, path, trusted_modules, allow_download=allow_download)
             state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
             _load_weights(net, state, path)
-            tokenizer = load_tokenizer(net_config["encoder_name"])
+            with contextlib.nullcontext() if allow_download else downloads_refused():
+                tokenizer = load_tokenizer(net_config["encoder_name"])
             max_length = checkpoint.get("datamodule_hyper_parameters", {}).get("max_length", max_length)
+            _check_max_length(max_length, path)
             temperature = _temperature(checkpoint, path)
-        except ModelLoadError:
+        except UserInputError:
             raise
         except Exception as err:
             raise ModelLoadError(
@@ -310,7 +333,8 @@ class EmotionPredictor:
 
 
 def _has_onnxruntime() -> bool:
-    return importlib.util.find_spec("onnxruntime") is not None
+    # onnx reads the file's header before onnxruntime runs it (external data is refused).
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
 def _temperature(source: dict, where: Path) -> float:
@@ -336,7 +360,23 @@ def _read_folder_config(folder: Path) -> dict:
         raise ModelLoadError(f"{config_path}: format_version {version!r}, this emotion_lab reads {FORMAT_VERSION}")
     if config.get("labels") != list(LABELS):
         raise ModelLoadError(f"{config_path}: labels {config.get('labels')} differ from emotion_lab's {list(LABELS)}")
+    _check_max_length(config.get("max_length"), config_path)
     return config
+
+
+def _check_max_length(length, where: Path) -> int:
+    if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length <= MAX_LENGTH_LIMIT:
+        raise ModelLoadError(f"{where}: max_length {length!r} is not a whole number in 1..{MAX_LENGTH_LIMIT}")
+    return length
+
+
+def _header_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes a safetensors file declares, read from its header alone (no tensor is loaded)."""
+    try:
+        with safe_open(file, framework="pt") as stored:
+            return {key: tuple(stored.get_slice(key).get_shape()) for key in stored.keys()}
+    except Exception as err:
+        raise ModelLoadError(f"{file}: not a readable safetensors file ({first_line(err)})") from None
 
 
 def _load_weights(net: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:

@@ -5,7 +5,10 @@
 
 Endpoints: `POST /predict` ({"texts": [...]} or {"text": "..."}, optional "top_words": k), `GET /health`
 (liveness plus batching and memory counters), `GET /model` (labels, backend, network config, limits,
-model card). Bad requests get a 4xx with one line in {"error": ...}; never a 500.
+model card; file paths reduced to file names). Bad requests get a 4xx with one line in {"error": ...};
+a body slower than `Limits.body_timeout_s` gets 408; a `Host` header not in `allowed_hosts` gets 400
+(a web page cannot reach a loopback server by DNS rebinding); a failure of the server itself gets a 500
+naming a request id, whose log line has the exception (`emotion_lab.inference.guards`).
 
 Batching (`emotion_lab.inference.batching`): under load, batches grow by themselves; a lone request
 waits at most `max_wait_ms`. The model is called from one worker only, so one predictor serves every
@@ -14,9 +17,10 @@ request.
 
 from __future__ import annotations
 
-import logging
+import re
 import resource
 import time
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -26,12 +30,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from emotion_lab.errors import first_line
 from emotion_lab.inference.batching import DynamicBatcher, Limits, RequestError
+from emotion_lab.inference.guards import BodyDeadline, BodyLimit, RequestIds
 from emotion_lab.inference.predictor import EmotionPredictor, Prediction
 
-log = logging.getLogger(__name__)
+# Starlette compares the Host header without its port, IPv6 literals in brackets.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+# An absolute path (POSIX, home or Windows drive) not inside a URL or a relative path.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w/\\.:~-])(?:~|[A-Za-z]:)?[/\\][^\s`'\"<>()\[\]]*")
+_EXPORTED_FROM = re.compile(r"^(- exported from: `)([^`]*)(`)", re.MULTILINE)
 
 
 class PredictRequest(BaseModel):
@@ -49,6 +58,28 @@ def _rss_mb() -> float:
         return pages * resource.getpagesize() / 2**20
     except (OSError, IndexError, ValueError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def file_name(value: str) -> str:
+    """What the server may say of a path: its last part, never where it lies."""
+    return re.split(r"[/\\]", value.rstrip("/\\"))[-1] or value
+
+
+def without_paths(text: str) -> str:
+    """The model card as served: the checkpoint it was exported from by file name, no absolute paths."""
+    text = _EXPORTED_FROM.sub(lambda m: m[1] + file_name(m[2]) + m[3], text)
+    return _ABSOLUTE_PATH.sub(lambda m: file_name(m[0]), text)
+
+
+def public_config(net: dict) -> dict:
+    """The network config with local paths (an encoder folder) reduced to their names; hub ids kept."""
+
+    def local(value) -> bool:  # a hub id is "name" or "owner/name"
+        return isinstance(value, str) and (
+            Path(value).is_absolute() or value.startswith(("~", ".")) or value.count("/") > 1 or "\\" in value
+        )
+
+    return {key: file_name(value) if local(value) else value for key, value in net.items()}
 
 
 def _check(request: PredictRequest, limits: Limits) -> list[str]:
@@ -83,7 +114,13 @@ def _validation_message(err: RequestValidationError) -> str:
     return f"{where}: {first.get('msg', 'invalid')}"
 
 
-def create_app(predictor: EmotionPredictor, limits: Limits | None = None, card: str = "") -> FastAPI:
+def create_app(
+    predictor: EmotionPredictor,
+    limits: Limits | None = None,
+    card: str = "",
+    allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
+) -> FastAPI:
+    """`allowed_hosts`: Host header names answered (any port), as Starlette's TrustedHostMiddleware takes them."""
     limits = limits or Limits()
     batcher = DynamicBatcher(predictor, limits)
     started = time.time()
@@ -96,18 +133,6 @@ def create_app(predictor: EmotionPredictor, limits: Limits | None = None, card: 
 
     app = FastAPI(title="emotion_lab", lifespan=lifespan)
     app.state.batcher = batcher
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        if request.method == "POST":
-            size = request.headers.get("content-length")
-            if size is None or not size.isdigit():  # a chunked body would be read whole before any check
-                return JSONResponse({"error": "send the body with a Content-Length header"}, status_code=411)
-            if int(size) > limits.max_body_bytes:
-                return JSONResponse(
-                    {"error": f"body of {size} bytes; the limit is {limits.max_body_bytes}"}, status_code=413
-                )
-        return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError):
@@ -122,10 +147,11 @@ def create_app(predictor: EmotionPredictor, limits: Limits | None = None, card: 
         headers = {"Retry-After": "1"} if err.status == 503 else None
         return JSONResponse({"error": str(err)}, status_code=err.status, headers=headers)
 
-    @app.exception_handler(Exception)
-    async def failed(request: Request, err: Exception):
-        log.exception("request failed")
-        return JSONResponse({"error": f"internal error: {type(err).__name__}: {first_line(err)}"}, status_code=500)
+    # Added last is outermost: every answer, even a refused Host, carries a request id.
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodyDeadline, seconds=limits.body_timeout_s)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(RequestIds)
 
     @app.post("/predict")
     async def predict(request: PredictRequest) -> dict:
@@ -146,9 +172,9 @@ def create_app(predictor: EmotionPredictor, limits: Limits | None = None, card: 
             "backend": predictor.backend.name,
             "max_length": predictor.max_length,
             "temperature": predictor.temperature,
-            "net": predictor.net_config,
+            "net": public_config(predictor.net_config),
             "limits": asdict(limits),
-            "card": card,
+            "card": without_paths(card),
         }
 
     return app

@@ -382,9 +382,10 @@ class EmotionClassifier(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if getattr(self, "_resume_rng", None) is not None:
             torch.set_rng_state(self._resume_rng)
-            # An uninterrupted run draws once more before this batch: the new epoch's loader iterator
-            # takes its base seed from the global generator (tests/test_resume.py holds this to 1e-6).
-            torch.empty((), dtype=torch.int64).random_()
+            if batch_idx == 0:
+                # Resumed at an epoch's start: an uninterrupted run drew the new loader iterator's base seed
+                # from the global generator here; within an epoch it draws nothing (tests/test_resume.py).
+                torch.empty((), dtype=torch.int64).random_()
             self._resume_rng = None
 
 
@@ -418,15 +419,19 @@ def _is_number_list(value: Any) -> bool:
 
 
 def load_classifier(
-    ckpt_path: str | Path, map_location: str | torch.device = "cpu", trusted_modules: Sequence[str] = ()
+    ckpt_path: str | Path,
+    map_location: str | torch.device = "cpu",
+    trusted_modules: Sequence[str] = (),
+    allow_download: bool = False,
 ) -> EmotionClassifier:
     """Rebuild a classifier from a Lightning checkpoint alone (no Hydra composition, no unpickling; the
-    network class must be emotion_lab's or from `trusted_modules`, see `emotion_lab.models.loading`)."""
+    network class must be emotion_lab's or from `trusted_modules`, and its encoder is downloaded only with
+    `allow_download`: see `emotion_lab.models.loading`)."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise ModelLoadError(f"ckpt_path={str(ckpt_path)!r}: no such checkpoint file")
     checkpoint = read_checkpoint(path, map_location)
-    net = checkpoint_network(checkpoint, path, trusted_modules)
+    net = checkpoint_network(checkpoint, path, trusted_modules, allow_download=allow_download)
     model = EmotionClassifier(net, loss=checkpoint_loss(checkpoint["hyper_parameters"].get("loss")))
     try:
         model.load_state_dict(checkpoint["state_dict"])

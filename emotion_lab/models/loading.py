@@ -4,10 +4,16 @@ A model folder (`emotion_lab.json`) or a checkpoint names its network class in `
 subclass of `EmotionNet` is built, and only from emotion_lab or from modules the user trusts by name
 (`trusted_modules`; `--trust-module` on the command line); anything else is refused before any
 module outside those is imported, so a file cannot make loading run a function of its choosing.
+
+Nor can a file make loading allocate more than its weights hold: the network its config describes is
+first built on the meta device (no memory) and its shapes compared with the stored tensors'; only a
+network that fits them is built. And a file cannot make loading download: an encoder it names loads
+from a local folder or the hub cache only, unless the caller passes `allow_download=True`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 from collections.abc import Sequence
@@ -18,6 +24,7 @@ import torch
 
 from emotion_lab.data.labels import ID2LABEL
 from emotion_lab.errors import ModelLoadError, first_line
+from emotion_lab.models.encoder import downloads_refused
 from emotion_lab.models.networks import EmotionNet
 
 TRUSTED_BY_DEFAULT = ("emotion_lab",)
@@ -62,6 +69,45 @@ def build_network(config: Any, trusted_modules: Sequence[str] = (), **overrides:
         return cls(**{**arguments, "pretrained": False, **overrides})
     except TypeError as err:
         raise ModelLoadError(f"net: the recorded settings do not fit {cls.__name__} ({err})") from None
+
+
+def stored_shapes(state: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(tensor.shape) for key, tensor in state.items()}
+
+
+def check_shapes(
+    config: Any,
+    shapes: dict[str, tuple[int, ...]],
+    source: Any,
+    trusted_modules: Sequence[str] = (),
+    skip_prefix: str | None = None,
+    **overrides: Any,
+) -> None:
+    """One line unless the network `config` describes (built on the meta device: no memory) has exactly the
+    tensor `shapes` stored in `source`; keys under `skip_prefix` (an encoder stored elsewhere) are not compared."""
+    with torch.device("meta"):
+        probe = build_network(config, trusted_modules, **overrides)
+    # position_ids buffers differ between transformers versions; they are not weights.
+    expected = {
+        key: tuple(tensor.shape)
+        for key, tensor in probe.state_dict().items()
+        if not key.endswith("position_ids") and not (skip_prefix and key.startswith(skip_prefix))
+    }
+    found = {key: shape for key, shape in shapes.items() if not key.endswith("position_ids")}
+    wrong = [key for key in expected if key in found and found[key] != expected[key]]
+    missing = [key for key in expected if key not in found]
+    unexpected = [key for key in found if key not in expected and not (skip_prefix and key.startswith(skip_prefix))]
+    if wrong:
+        key = wrong[0]
+        raise ModelLoadError(
+            f"{source}: weights do not fit the network ({len(wrong)} of another shape, e.g. {key}: {found[key]} "
+            f"in the file, {expected[key]} in the network its config describes); nothing was allocated"
+        )
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"{source}: weights do not fit the network (missing {missing[:3]}, unexpected {unexpected[:3]}): "
+            "incompatible emotion_lab version or a different model"
+        )
 
 
 def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -112,12 +158,21 @@ def restore_referenced_encoder(checkpoint: dict[str, Any], encoder: torch.nn.Mod
             checkpoint[weights].update({ENCODER_PREFIX + k: v for k, v in encoder.state_dict().items()})
 
 
-def checkpoint_network(checkpoint: dict[str, Any], path: Path, trusted_modules: Sequence[str] = ()) -> EmotionNet:
-    """A checkpoint's network, unloaded; with its frozen encoder's published weights (checked, and put
-    into the checkpoint's state dict) when the checkpoint references the encoder rather than storing it."""
+def checkpoint_network(
+    checkpoint: dict[str, Any], path: Path, trusted_modules: Sequence[str] = (), allow_download: bool = False
+) -> EmotionNet:
+    """A checkpoint's network, unloaded, once its shapes fit the stored weights; with its frozen encoder's
+    published weights (checked, and put into the checkpoint's state dict) when the checkpoint references
+    the encoder rather than storing it. The encoder it names is downloaded only with `allow_download`."""
     referenced = "encoder_ref" in checkpoint
-    net = build_network(
-        checkpoint["hyper_parameters"]["net"], trusted_modules, **({"pretrained": True} if referenced else {})
-    )
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelLoadError(f"{path}: a checkpoint without a state_dict of tensors")
+    shapes = {k.removeprefix("net."): tuple(v.shape) for k, v in state.items() if k.startswith("net.")}
+    config = checkpoint["hyper_parameters"]["net"]
+    with contextlib.nullcontext() if allow_download else downloads_refused():
+        check_shapes(config, shapes, path, trusted_modules, skip_prefix="encoder." if referenced else None)
+        # A referenced encoder is rebuilt from its published weights: their own size, checked by digest below.
+        net = build_network(config, trusted_modules, **({"pretrained": True} if referenced else {}))
     restore_referenced_encoder(checkpoint, net.encoder, path)
     return net

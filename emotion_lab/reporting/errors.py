@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from emotion_lab.data.labels import LABELS
+from emotion_lab.utils.atomic import atomic_open
 
 ERROR_COLUMNS = ("text", "true", "predicted", "probability")
 
@@ -62,7 +63,7 @@ def costly_confusions(
 
 
 def write_errors_csv(rows: list[dict[str, object]], path: Path) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as file:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=ERROR_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)

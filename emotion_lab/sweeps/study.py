@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import sqlite3
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,19 +31,35 @@ from optuna.distributions import (
 )
 
 from emotion_lab.errors import UserInputError, first_line
+from emotion_lab.utils.atomic import write_text
 
 # Set by the sweeper in each trial's job (hydra.job.env_set): the number of the trial it runs.
 TRIAL_ENV = "EMOTION_LAB_OPTUNA_TRIAL"
 # The study's user attribute holding its search space, checked when a sweep resumes it.
 SPACE_ATTR = "search_space"
-# In the sweep folder: where its study is stored, so reports find it (a path inside the folder is kept relative).
+# In the sweep folder: where its study is stored, so reports find it (a file inside the folder is kept relative).
 STUDY_FILE = "study.yaml"
+# The one database scheme whose file can lie inside a sweep folder.
+SQLITE = "sqlite:///"
 # A trial that was running when an earlier sweep stopped: failed, and not counted towards n_trials.
 INTERRUPTED_ATTR = "interrupted"
 
 
 class SweepSetupError(UserInputError):
     """A sweep that cannot start: the sweeper prints this one line and exits before any trial."""
+
+
+def _without_password(spec: str) -> str:
+    """A storage URL as it may be printed: a password in it is masked."""
+    parts = urllib.parse.urlsplit(spec)
+    if not parts.password:
+        return spec
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+class StudyOutsideFolder(UserInputError):
+    """study.yaml names a storage outside its sweep folder: a report leaves it alone unless the user passes it."""
 
 
 def open_storage(spec: str) -> optuna.storages.BaseStorage:
@@ -149,26 +168,98 @@ def trial_in_this_job(pruner_config: Any, study_name: str, storage: str) -> optu
 
 
 def record_study(sweep_dir: Path, study_name: str, storage: str) -> None:
-    if "://" not in storage:
-        path = Path(storage).resolve()
-        storage = str(path.relative_to(sweep_dir.resolve()) if path.is_relative_to(sweep_dir.resolve()) else path)
-    (sweep_dir / STUDY_FILE).write_text(json.dumps({"study_name": study_name, "storage": storage}, indent=2) + "\n")
+    """Write study.yaml: a journal or sqlite file inside the folder relative to it, so a copied folder
+    (into docs/results) still finds its study."""
+    sqlite = storage.startswith(SQLITE)
+    if sqlite or "://" not in storage:
+        path = Path(storage.removeprefix(SQLITE)).resolve()
+        inside = path.is_relative_to(sweep_dir.resolve())
+        storage = str(path.relative_to(sweep_dir.resolve()) if inside else path)
+        storage = SQLITE + storage if sqlite else storage
+    write_text(sweep_dir / STUDY_FILE, json.dumps({"study_name": study_name, "storage": storage}, indent=2) + "\n")
 
 
-def stored_study(sweep_dir: Path) -> optuna.Study | None:
-    """The study a sweep folder records (None for sweeps without one, such as Hydra's grid)."""
+class _ReadOnlyJournal(optuna.storages.journal.JournalFileBackend):
+    """A journal file read where it lies: never created, never appended to (so no lock file either)."""
+
+    def __init__(self, path: str) -> None:
+        if not os.path.isfile(path):  # Optuna's backend would create it
+            raise FileNotFoundError(f"no such file: {path}")
+        super().__init__(path)
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        raise PermissionError(f"{self._file_path}: opened read-only for a report")
+
+
+def open_storage_read_only(spec: str) -> optuna.storages.BaseStorage:
+    """A study's storage for reading only: nothing is created (no file, folder or table). A sqlite file
+    opens in SQLite's read-only mode, a journal file refuses appends; any other URL (a database server)
+    connects as given, so only pass one the user named."""
+    if spec.startswith(SQLITE):
+        path = Path(spec.removeprefix(SQLITE)).absolute()
+        if not path.is_file():  # SQLite would create it (and Optuna its tables)
+            raise FileNotFoundError(f"no such file: {path}")
+        # Connected here, not through SQLAlchemy's URL parsing, which would decode the quoted path once too often.
+        uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+        engine = {"creator": lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)}
+        return optuna.storages.RDBStorage("sqlite://", engine_kwargs=engine, skip_table_creation=True)
+    if "://" in spec:
+        return optuna.storages.RDBStorage(spec, skip_table_creation=True)
+    return optuna.storages.JournalStorage(_ReadOnlyJournal(spec))
+
+
+def _inside(sweep_dir: Path, spec: str) -> str:
+    """`spec` as recorded in study.yaml, resolved against the sweep folder; refused unless the file is in it."""
+    sqlite = spec.startswith(SQLITE)
+    if "://" in spec and not sqlite:
+        outside = True
+    else:
+        path = (sweep_dir / spec.removeprefix(SQLITE)).resolve()  # an absolute path stays itself
+        outside = not path.is_relative_to(sweep_dir.resolve())
+    if outside:
+        raise StudyOutsideFolder(
+            f"{sweep_dir / STUDY_FILE}: its study storage {_without_password(spec)} lies outside the sweep folder "
+            f"and was not opened; to read it, pass --storage {shlex.quote(_without_password(spec))}"
+        )
+    return SQLITE + str(path) if sqlite else str(path)
+
+
+def _read_record(record: Path) -> dict[str, str]:
+    try:
+        found = json.loads(record.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserInputError(f"{record}: not a study record ({first_line(err)})") from None
+    if not (isinstance(found, dict) and all(isinstance(found.get(k), str) for k in ("study_name", "storage"))):
+        raise UserInputError(f"{record}: not a study record (expected study_name and storage, as text)")
+    return found
+
+
+def stored_study(sweep_dir: Path, storage: str | None = None) -> optuna.Study | None:
+    """The study a sweep folder records (None for sweeps without one, such as Hydra's grid), opened
+    read-only. From study.yaml only a file inside the folder is opened (its journal, or a sqlite file):
+    anything else raises StudyOutsideFolder. `storage` (the user's --storage) is opened instead,
+    wherever it is; a storage it cannot read is a UserInputError."""
     record = sweep_dir / STUDY_FILE
-    if not record.is_file():
-        return None
-    found = json.loads(record.read_text())
-    storage = found["storage"] if "://" in found["storage"] else str(sweep_dir / found["storage"])
-    if "://" not in storage and not Path(storage).is_file():
-        return None  # moved or deleted: the trial folders still report
+    found = _read_record(record) if record.is_file() else {}
+    if storage is None:
+        if not found:
+            return None
+        spec = _inside(sweep_dir, found["storage"])
+        if not Path(spec.removeprefix(SQLITE)).is_file():
+            return None  # moved or deleted: the trial folders still report
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return optuna.load_study(study_name=found["study_name"], storage=open_storage(storage))
+        return optuna.load_study(study_name=found.get("study_name"), storage=open_storage_read_only(storage or spec))
     except KeyError:  # the storage holds no such study
-        return None
+        if storage is None:
+            return None
+        raise UserInputError(f"--storage {storage}: holds no study named {found.get('study_name')!r}") from None
+    except Exception as err:  # noqa: BLE001 - a driver's, SQLite's or Optuna's error: one line either way
+        reason = err.__cause__ or err  # Optuna wraps a driver's error in a generic one
+        raise UserInputError(
+            f"{'--storage ' + storage if storage else record}: cannot read the study ({type(reason).__name__}: "
+            f"{first_line(reason)})"
+        ) from None
 
 
 def trial_status(trial: optuna.trial.FrozenTrial) -> str:

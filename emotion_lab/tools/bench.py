@@ -41,6 +41,7 @@ from emotion_lab.data.sources import load_splits
 from emotion_lab.data.teacher_logits import TeacherLogits, TeacherLogitsError
 from emotion_lab.errors import UserInputError
 from emotion_lab.tools.results_page import publish
+from emotion_lab.utils.atomic import write_text
 from emotion_lab.utils.config import CONFIG_DIR, PROJECT_ROOT, cpu_has_native_bf16
 
 log = logging.getLogger("emotion_lab.tools.bench")
@@ -172,8 +173,8 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def save_results(out: Path, results: dict[str, Any], table: str) -> None:
     """results.json and results.md into `out`, and both to the terminal."""
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(table)
+    write_text(out / "results.json", json.dumps(results, indent=2))
+    write_text(out / "results.md", table)
     print(json.dumps(results["meta"]))
     print(table)
 
@@ -248,9 +249,7 @@ def run_row(name: str, overrides: list[str], seed: int, out: Path) -> None:
     metrics = {**metrics, "sentences_per_s": n_test / metrics["test_seconds"]}
     result = {"overrides": seed_overrides(overrides, seed), "metrics": metrics, "provenance": provenance()}
     # Written whole and renamed into place: a run stopped while writing never looks finished.
-    staging = run_dir / "result.json.tmp"
-    staging.write_text(json.dumps(result, indent=2))
-    staging.replace(run_dir / "result.json")
+    write_text(run_dir / "result.json", json.dumps(result, indent=2))
 
 
 def finished_runs(out: Path, rows: dict[str, list[str]]) -> dict[str, list[dict[str, Any]]]:
@@ -380,10 +379,9 @@ def main(argv: list[str] | None = None) -> int:
 def write_results(out: Path, meta: dict[str, Any], results: dict[str, list[dict[str, Any]]]) -> None:
     """The table so far: a stopped benchmark leaves every finished row behind."""
     summary = summarise(results)
-    (out / "results.json").write_text(
-        json.dumps({"meta": meta, "rows": summary, "runs": results}, indent=2, default=str)
-    )
-    (out / "results.md").write_text(markdown(summary))
+    table = {"meta": meta, "rows": summary, "runs": results}
+    write_text(out / "results.json", json.dumps(table, indent=2, default=str))
+    write_text(out / "results.md", markdown(summary))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from emotion_lab.models.encoder import DEFAULT_ENCODER
 from emotion_lab.models.losses import FocalLoss
 from emotion_lab.models.networks import LSTM_IMPLS, BiLSTMAttentionNet
 from emotion_lab.tools.bench import compose_train
+from emotion_lab.utils.atomic import write_text
 from emotion_lab.utils.config import PROJECT_ROOT
 
 
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    write_text(out / "results.json", json.dumps(rows, indent=2))
     header = "| lstm_hidden | batch | length-grouped | LSTM | precision | threads | sentences/s | epoch s | padding |"
     lines = [header, "|---|---|---|---|---|---|---|---|---|"] + [
         f"| {r['lstm_hidden']} | {r['batch_size']} | {'yes' if r['group_by_length'] else 'no'} | {r['lstm_impl']} "
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         f"| {r['sentences_per_s']} | {r['epoch_s']} | {r['padding']:.1%} |"
         for r in rows
     ]
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "results.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

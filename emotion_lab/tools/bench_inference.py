@@ -67,11 +67,17 @@ def bench_predictor(predictor: EmotionPredictor, texts, gold, latency_n: int, ba
 
 def bench_pipeline(model_dir: Path, texts, latency_n: int, batch_size: int) -> dict:
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+    from transformers import AutoModelForSequenceClassification, pipeline
 
-    model = AutoModelForSequenceClassification.from_config(
-        AutoConfig.from_pretrained(model_dir / "encoder", num_labels=6)
-    )
+    from emotion_lab.models.encoder import downloads_refused, load_encoder_config, load_tokenizer
+
+    # The folder's sizes checked against its weights, and its own files only, refused if they name code.
+    EmotionPredictor.from_pretrained(model_dir, backend="torch")
+    with downloads_refused():
+        config = load_encoder_config(str(model_dir / "encoder"))
+        tokenizer = load_tokenizer(str(model_dir))
+    config.num_labels = 6
+    model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=False)
     # The same backbone weights as the emotion_lab model; only the (untrained) linear head differs.
     weights = load_file(model_dir / "model.safetensors")
     encoder_state = {k.removeprefix("encoder."): v for k, v in weights.items() if k.startswith("encoder.")}
@@ -79,7 +85,7 @@ def bench_pipeline(model_dir: Path, texts, latency_n: int, batch_size: int) -> d
     classify = pipeline(
         "text-classification",
         model=model.eval(),
-        tokenizer=AutoTokenizer.from_pretrained(model_dir),
+        tokenizer=tokenizer,
         device=-1,
         top_k=None,
         truncation=True,

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
+from emotion_lab.utils.atomic import write_bytes, write_text
 from emotion_lab.utils.config import PROJECT_ROOT
 
 DOCS = PROJECT_ROOT / "docs"
@@ -57,7 +57,7 @@ def publish(out: Path, docs: Path | None = None) -> Path:
     target = docs / "results" / folder_name(results)
     target.mkdir(parents=True, exist_ok=True)
     for name in ("results.md", "results.json"):
-        shutil.copyfile(out / name, target / name)
+        write_bytes(target / name, (out / name).read_bytes())
     render(docs)
     return target
 
@@ -133,7 +133,7 @@ def render(docs: Path | None = None) -> Path:
         lines += [f"- [{p.name}]({p.relative_to(docs)}/results.md)" for p in reversed(folders[:-1])]
     lines += other_measurements(docs)
     page = docs / "results.md"
-    page.write_text("\n".join(lines) + "\n")
+    write_text(page, "\n".join(lines) + "\n")
     return page
 
 

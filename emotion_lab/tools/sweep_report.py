@@ -11,6 +11,10 @@ as incomplete. The Markdown names the overrides every trial shares once, above t
 each trial's own with 4 significant digits; the CSV keeps every trial's full overrides, exactly as
 launched. TensorBoard's HPARAMS tab shows the same trials:
 `tensorboard --logdir MULTIRUN_DIR`.
+
+The stored study is read only where the folder holds it (its `optuna.journal`, or a sqlite file inside
+it), and opened read-only. A study.yaml naming anything else (a file elsewhere, a database server) is
+left alone with one line; `--storage URL` reads that storage, because the user named it.
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import optuna
 from omegaconf import OmegaConf
 
 from emotion_lab.data.labels import LABELS
-from emotion_lab.sweeps.study import stored_study, trial_status
+from emotion_lab.errors import UserInputError
+from emotion_lab.sweeps.study import StudyOutsideFolder, stored_study, trial_status
+from emotion_lab.utils.atomic import atomic_open, write_text
 
 COLUMNS = [
     "trial",
@@ -39,9 +46,24 @@ COLUMNS = [
 ]
 
 
-def collect(multirun_dir: Path) -> list[dict[str, Any]]:
+STORAGE_HELP = (
+    "the sweep's study, when its study.yaml names one outside the folder: a database URL "
+    "(sqlite:///study.db, postgresql://...) or a journal file; only read"
+)
+
+
+def read_study(multirun_dir: Path, storage: str | None) -> optuna.Study | None:
+    """The sweep's stored study, read-only (UserInputError when it cannot be read). A storage outside
+    the folder that the user did not pass gets one line on stderr, and the report reads the trial folders."""
+    try:
+        return stored_study(multirun_dir, storage)
+    except StudyOutsideFolder as note:
+        print(f"note: {note}", file=sys.stderr)
+        return None
+
+
+def collect(multirun_dir: Path, study: optuna.Study | None) -> list[dict[str, Any]]:
     trials = sorted((p for p in multirun_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-    study = stored_study(multirun_dir)
     # The study knows how trials without metrics ended (interrupted, running, failed); folders are trial numbers.
     stored = {t.number: trial_status(t) for t in study.get_trials(deepcopy=False)} if study else {}
     rows = []
@@ -101,17 +123,23 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("multirun_dir", type=Path)
+    parser.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
     args = parser.parse_args(argv)
     if not args.multirun_dir.is_dir():
         print(f"error: {args.multirun_dir}: not a folder (expected outputs/<task>/multiruns/<time>)", file=sys.stderr)
         return 2
-    rows = collect(args.multirun_dir)
+    try:
+        study = read_study(args.multirun_dir, args.storage)
+    except UserInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    rows = collect(args.multirun_dir, study)
     if not rows:
         print(f"error: {args.multirun_dir}: no trial folders (0/, 1/, ...) inside", file=sys.stderr)
         return 2
     table = to_markdown(rows)
-    (args.multirun_dir / "sweep_summary.md").write_text(table)
-    with open(args.multirun_dir / "sweep_summary.csv", "w", newline="") as handle:
+    write_text(args.multirun_dir / "sweep_summary.md", table)
+    with atomic_open(args.multirun_dir / "sweep_summary.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows({**row, "overrides": " ".join(row["overrides"])} for row in rows)

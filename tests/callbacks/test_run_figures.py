@@ -1,5 +1,8 @@
 """RunFigures and TestReport's calibration lines, on their own: no TensorBoard, no datamodule counts."""
 
+import json
+import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -32,7 +35,6 @@ def run_callback(tmp_path, temperature, datamodule=None):
         outputs = {"logits": logits[start : start + 20], "targets": targets[start : start + 20]}
         callback.on_test_batch_end(trainer, module, outputs, None, start // 20)
     callback.on_test_end(trainer, module)
-    return callback, logits, targets, metrics
 
 
 def test_figures_without_tensorboard_or_split_counts(tmp_path):
@@ -56,23 +58,86 @@ def test_attention_sentences_are_one_per_emotion_at_most(tmp_path):
     )
 
 
-def test_reliability_shows_the_scaled_curve_only_when_there_is_a_temperature(tmp_path):
-    callback, logits, targets, metrics = run_callback(tmp_path, temperature=None)
-    assert list(callback._reliability(logits, targets, metrics, None)) == ["raw"]
-    curves = callback._reliability(logits, targets, metrics, 0.8)
-    assert list(curves) == ["raw", "temperature 0.80"]
-    assert (curves["raw"][2], curves["temperature 0.80"][2]) == pytest.approx((0.2, 0.1))  # the logged ECEs
-    confidence, correct, _ = curves["temperature 0.80"]
-    assert confidence.tolist() == (logits / 0.8).softmax(-1).max(-1).values.tolist()
-    assert correct.tolist() == (logits.argmax(-1) == targets).float().tolist()
+# Three test sentences whose probabilities are known by hand: softmax([ln a, 0, 0, 0, 0, 0]) gives the
+# top class a / (a + 5), and dividing the logits by 0.5 squares a. Targets: right, wrong, right.
+HAND_LOGITS = torch.zeros(3, 6)
+HAND_LOGITS[0, 0], HAND_LOGITS[1, 1], HAND_LOGITS[2, 5] = math.log(3), math.log(5), math.log(2)
+HAND_TARGETS = torch.tensor([0, 2, 5])
+RAW_POINTS = [(2 / 7, 1.0), (3 / 8, 1.0), (5 / 10, 0.0)]  # (confidence, correct), each alone in its 1/15 bin
+SCALED_POINTS = [(4 / 9, 1.0), (9 / 14, 1.0), (25 / 30, 0.0)]  # temperature 0.5
 
 
-def test_calibration_lines_report_what_was_logged():
-    logged = {"test/nll": torch.tensor(0.5), "test/ece": torch.tensor(0.1), "test/nll_calibrated": torch.tensor(0.4)}
-    assert calibration_lines(logged, 0.9) == {
-        "nll": 0.5,
-        "ece": pytest.approx(0.1),
-        "nll_calibrated": pytest.approx(0.4),
-        "temperature": 0.9,
+def flat(points) -> list[float]:
+    return [float(v) for point in points for v in point]
+
+
+def drawn_reliability(tmp_path, monkeypatch, temperature, metrics):
+    """Runs RunFigures over the hand-built sentences in two batches; returns the reliability figure's curves
+    as {legend label: its sorted (x, y) points, flattened}."""
+    from emotion_lab.reporting import figures
+
+    drawn = {}
+    save = figures.save
+    monkeypatch.setattr(figures, "save", lambda fig, path: drawn.setdefault(Path(path).name, fig) and save(fig, path))
+    callback = RunFigures(str(tmp_path), run_name="unit")
+    trainer, module = fake_trainer(metrics), SimpleNamespace(temperature=temperature)
+    callback.on_test_epoch_start(trainer, module)
+    for batch, rows in enumerate((slice(0, 2), slice(2, 3))):
+        callback.on_test_batch_end(
+            trainer, module, {"logits": HAND_LOGITS[rows], "targets": HAND_TARGETS[rows]}, None, batch
+        )
+    callback.on_test_end(trainer, module)
+    ax = drawn["reliability"].axes[0]
+    return {
+        line.get_label(): flat(sorted(zip(line.get_xdata(), line.get_ydata())))
+        for line in ax.lines
+        if line.get_label() != "perfect calibration"
     }
+
+
+def test_the_reliability_diagram_plots_each_sentences_confidence_raw_and_scaled(tmp_path, monkeypatch):
+    curves = drawn_reliability(tmp_path, monkeypatch, 0.5, {"test/ece": 0.25, "test/ece_calibrated": 0.125})
+    assert list(curves) == ["raw (ECE 0.2500)", "temperature 0.50 (ECE 0.1250)"]  # each curve with its own ECE
+    assert curves["raw (ECE 0.2500)"] == pytest.approx(flat(RAW_POINTS))
+    assert curves["temperature 0.50 (ECE 0.1250)"] == pytest.approx(flat(SCALED_POINTS))
+
+
+@pytest.mark.parametrize("temperature", [None, 1.0])
+def test_without_a_fitted_temperature_only_the_raw_curve_is_drawn(tmp_path, monkeypatch, temperature):
+    curves = drawn_reliability(tmp_path, monkeypatch, temperature, {"test/ece": 0.25})
+    assert curves == {"raw (ECE 0.2500)": pytest.approx(flat(RAW_POINTS))}
+
+
+def test_the_test_report_gives_the_calibration_of_the_test_predictions(tmp_path):
+    from emotion_lab.callbacks.reports import TestReport
+    from emotion_lab.models.calibration import calibration_scores
+
+    # What the classifier logs at the test's end, from the same logits.
+    logged = {f"test/{k}": torch.tensor(v) for k, v in calibration_scores(HAND_LOGITS, HAND_TARGETS).items()}
+    scaled = calibration_scores(HAND_LOGITS, HAND_TARGETS, 0.5)
+    logged |= {f"test/{k}_calibrated": torch.tensor(v) for k, v in scaled.items()}
+    trainer = SimpleNamespace(callback_metrics=logged, is_global_zero=True, datamodule=None, world_size=1)
+    module = SimpleNamespace(temperature=0.5)
+    report = TestReport(str(tmp_path))
+    report.on_test_epoch_start(trainer, module)
+    outputs = {"preds": HAND_LOGITS.argmax(-1), "targets": HAND_TARGETS, "logits": HAND_LOGITS}
+    report.on_test_batch_end(trainer, module, outputs, None, 0)
+    report.on_test_end(trainer, module)
+
+    # By hand: NLL is the mean of -ln p(target); each sentence has its own ECE bin, so ECE is the mean
+    # of |correct - confidence|.
+    nll = -(math.log(3 / 8) + math.log(1 / 10) + math.log(2 / 7)) / 3
+    nll_scaled = -(math.log(9 / 14) + math.log(1 / 30) + math.log(4 / 9)) / 3
+    ece = sum(abs(c - p) for p, c in RAW_POINTS) / 3
+    ece_scaled = sum(abs(c - p) for p, c in SCALED_POINTS) / 3
+    calibration = json.loads((tmp_path / "test_report.json").read_text())["calibration"]
+    assert calibration == pytest.approx(
+        {"nll": nll, "ece": ece, "nll_calibrated": nll_scaled, "ece_calibrated": ece_scaled, "temperature": 0.5},
+        abs=1e-6,
+    )
+    text = (tmp_path / "test_report.txt").read_text()
+    assert f"nll_calibrated {nll_scaled:.4f}" in text and f"ece {ece:.4f}" in text
+
+
+def test_no_calibration_section_when_none_was_logged(tmp_path):
     assert calibration_lines({"test/f1_weighted": torch.tensor(0.9)}, 0.9) == {}

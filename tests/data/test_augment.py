@@ -110,19 +110,59 @@ def test_disabled_augmenter_is_not_used(data_dir, tiny_encoder):
     assert SynonymAugmenter(copies=0).enabled is False
 
 
-def test_missing_wordnet_names_both_ways_to_get_it(tmp_path, monkeypatch):
+def test_missing_wordnet_names_make_wordnet_and_each_way(tmp_path, monkeypatch):
     monkeypatch.setenv(wordnet_module.NLTK_DATA_ENV, str(tmp_path / "nltk_data"))
     monkeypatch.setattr(wordnet_module.nltk.data, "path", [])
     with pytest.raises(WordNetMissingError) as err:
         load_wordnet(source=tmp_path / "no-wordnet-here")
     message = str(err.value)
+    assert "`make wordnet`" in message and "python -m emotion_lab.data.wordnet --setup" in message
     assert "python -m nltk.downloader wordnet" in message
     assert "apt-get install wordnet-base wordnet-sense-index" in message
+    assert "\n" not in message
+
+
+def test_an_unreadable_nltk_wordnet_is_one_line_naming_make_wordnet(tmp_path, monkeypatch):
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+    from nltk.corpus.util import LazyCorpusLoader
+
+    (tmp_path / "nltk_data" / "corpora" / "wordnet").mkdir(parents=True)  # found by NLTK, but empty
+    monkeypatch.setenv(wordnet_module.NLTK_DATA_ENV, str(tmp_path / "nltk_data"))
+    monkeypatch.setattr(wordnet_module.nltk.data, "path", [])
+    # nltk.corpus.wordnet as before its first use: this process may have loaded the real one already.
+    monkeypatch.setattr(wordnet_module.nltk.corpus, "wordnet", LazyCorpusLoader("wordnet", WordNetCorpusReader, None))
+    with pytest.raises(WordNetMissingError, match="unreadable: .*lexnames.*`make wordnet`") as err:
+        load_wordnet(source=tmp_path / "no-wordnet-here")
+    assert "\n" not in str(err.value)
+
+
+def test_nltks_lookup_banner_becomes_one_line_naming_make_wordnet(tmp_path, monkeypatch):
+    monkeypatch.setenv(wordnet_module.NLTK_DATA_ENV, str(tmp_path / "nltk_data"))
+    monkeypatch.setattr(wordnet_module.nltk.data, "find", lambda resource: str(tmp_path))
+
+    class NotFound:  # NLTK's lazy loader when its own lookup fails
+        def ensure_loaded(self):
+            raise LookupError("\n****\n  Resource wordnet not found.\n  >>> nltk.download('wordnet')\n****\n")
+
+    monkeypatch.setattr(wordnet_module.nltk.corpus, "wordnet", NotFound())
+    with pytest.raises(WordNetMissingError, match="NLTK could not open it.*`make wordnet`") as err:
+        load_wordnet(source=tmp_path / "no-wordnet-here")
+    assert "\n" not in str(err.value)
 
 
 def test_preparation_from_debian_is_complete_and_readable(tmp_path, monkeypatch):
+    # `make test` runs `make wordnet`, which installs Debian's packages where apt-get may (a fresh CI machine):
+    # skipped only where that way cannot exist, never silently where one apt-get would make it run.
     if not wordnet_module.DEBIAN_WORDNET_DIR.is_dir():
-        pytest.skip("Debian's wordnet-base is not installed here (make setup installs it where apt-get may)")
+        if wordnet_module.apt_prefix() is None:
+            pytest.skip("no apt-get this user may run: Debian's WordNet cannot be installed here")
+        # `make wordnet` stops at an NLTK copy it finds; this test needs Debian's own files.
+        wordnet_module.apt_install()
+    if not wordnet_module.DEBIAN_WORDNET_DIR.is_dir():
+        pytest.fail(
+            f"Debian's WordNet is missing ({wordnet_module.DEBIAN_WORDNET_DIR}): "
+            "`apt-get install wordnet-base wordnet-sense-index` (`make wordnet` does so where NLTK has no WordNet)"
+        )
     corpus = prepare_from_debian(data_dir=tmp_path)
     monkeypatch.setattr(wordnet_module.nltk.data, "path", [str(tmp_path)])  # NLTK reads only its data path
     lexnames = (corpus / "lexnames").read_text().splitlines()

@@ -50,6 +50,38 @@ def test_invalid_utf8_is_a_clear_error(tmp_path):
         read_split_file(path)
 
 
+@pytest.mark.parametrize("on_bad_line", ["error", "skip"])
+def test_lines_end_at_newline_only(tmp_path, on_bad_line):
+    path = tmp_path / "train.txt"
+    # U+2028, U+0085, a form feed and a lone \r are inside sentences; CRLF ends a line like LF.
+    path.write_bytes("i feel\u2028sad;sadness\r\nso\x85happy\x0ctoday;joy\nwow\ra;surprise\n\ni; love;love".encode())
+    result = read_split_file(path, on_bad_line=on_bad_line)
+    assert result.texts == ["i feel\u2028sad", "so\x85happy\x0ctoday", "wow\ra", "i; love"]
+    assert result.labels == [0, 1, 5, 2] and result.skipped == []
+
+
+def test_a_bad_line_after_unicode_line_breaks_has_its_own_number(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_bytes("a\u2028b;joy\r\nc\x85d\x0ce;joy\nno label here\r\n".encode())
+    with pytest.raises(DataFormatError, match=r"train.txt:3: no ';' separating text and label in 'no label here' \("):
+        read_split_file(path)
+    skipped = read_split_file(path, on_bad_line="skip")
+    assert skipped.texts == ["a\u2028b", "c\x85d\x0ce"] and skipped.skipped == [
+        f"{path}:3: no ';' separating text and label"
+    ]
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+def test_invalid_utf8_names_line_and_byte_counting_a_bom(tmp_path, bom):
+    path = tmp_path / "test.txt"
+    path.write_bytes(bom + b"i feel fine;joy\r\nok;sad\xffness\n")
+    offset = len(bom) + len(b"i feel fine;joy\r\nok;sad")
+    with pytest.raises(DataFormatError, match=rf"test.txt:2: not valid UTF-8 \(invalid start byte at byte {offset}\)$"):
+        read_split_file(path, on_bad_line="skip")
+    path.write_bytes(bom + b"i feel fine;joy\n")
+    assert read_split_file(path).texts == ["i feel fine"]  # the mark is not part of the first sentence
+
+
 def test_explicit_missing_dir_is_an_error_not_a_hub_fallback(tmp_path):
     with pytest.raises(FileNotFoundError, match="data.dir"):
         resolve_data_dir(tmp_path / "nope")

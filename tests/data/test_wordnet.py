@@ -1,4 +1,6 @@
-"""`make setup`'s WordNet step: the ways are tried in order and the first that works is used."""
+"""`make wordnet`'s WordNet step: the ways are tried in order and the first that works is used."""
+
+import subprocess
 
 import pytest
 
@@ -95,3 +97,18 @@ def test_apt_refreshes_the_package_lists_once_when_install_fails(monkeypatch):
     monkeypatch.setattr(wordnet.subprocess, "run", run)
     assert wordnet.apt_install() is True
     assert runs == ["install", "update", "install"]
+
+
+@pytest.mark.parametrize("password_asked", [True, False])
+def test_sudo_is_used_only_where_it_asks_no_password(monkeypatch, password_asked):
+    monkeypatch.setattr(wordnet.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(wordnet.shutil, "which", lambda name: f"/usr/bin/{name}")
+    ran = []
+
+    def run(command, **kwargs):
+        ran.append(command)
+        return subprocess.CompletedProcess(command, 1 if password_asked else 0)
+
+    monkeypatch.setattr(wordnet.subprocess, "run", run)
+    assert wordnet.apt_prefix() == (None if password_asked else ["sudo", "-n"])
+    assert ran == [["sudo", "-n", "true"]]  # a probe, never apt-get itself

@@ -1,5 +1,7 @@
 """ONNX export: dynamic batch and length, logits equal to torch, int8 runs, and the onnx backend of the predictor."""
 
+import shutil
+
 import pytest
 import torch
 
@@ -45,11 +47,21 @@ def test_onnx_logits_and_attention_match_torch_for_any_batch_and_length(tiny_onn
 
 
 def test_int8_onnx_runs_and_stays_close(tiny_onnx_model):
+    import onnx
+    from onnx.numpy_helper import to_array
+
+    graph = onnx.load(str(tiny_onnx_model / "model.int8.onnx")).graph
+    weights = {t.name for t in graph.initializer}
+    float_weighted = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm", "LSTM") and weights & {*n.input}]
+    assert not float_weighted, f"weights left in float: {float_weighted}"
+    # 7-bit: a CPU without VNNI sums uint8 x int8 pairs in int16, which 8-bit weights overflow (there only).
+    int8 = [abs(to_array(t).astype(int)).max() for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert int8 and max(int8) <= 64
     (logits, _), (got, _), _ = torch_and_onnx(tiny_onnx_model, TEXTS, int8=True)
     assert got.shape == logits.shape and torch.isfinite(got).all()
     # Quantized, so not equal; but far closer than the logits are to each other (a wrong graph is not).
     spread = (logits - logits.mean(0)).abs().max()
-    assert (got - logits).abs().max() < 0.25 * spread
+    assert (got - logits).abs().max() < 0.25 * spread, ((got - logits).abs().max(), spread)
 
 
 def test_onnx_predictor_gives_the_torch_predictions(tiny_onnx_model):
@@ -136,3 +148,16 @@ def test_every_network_variant_exports(tiny_encoder, tmp_path, net_config):
     torch_model = EmotionPredictor.from_pretrained(folder, backend="torch")
     for ours, theirs in zip(onnx_model.predict(TEXTS), torch_model.predict(TEXTS)):
         assert ours.probs == pytest.approx(theirs.probs, abs=1e-5)
+
+
+def test_an_onnx_file_with_external_data_is_refused_before_a_session_exists(tiny_onnx_model, tmp_path, monkeypatch):
+    import onnx
+    import onnxruntime
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_onnx_model, folder)
+    model = onnx.load(str(folder / "model.onnx"))
+    onnx.save(model, str(folder / "model.onnx"), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    monkeypatch.setattr(onnxruntime, "InferenceSession", lambda *a, **k: pytest.fail("a session was created"))
+    with pytest.raises(ModelLoadError, match="point at external data files"):
+        EmotionPredictor.from_pretrained(folder, backend="onnx")

@@ -1,12 +1,17 @@
 """The HTTP service: real HTTP on a free port, 4xx with a reason for bad requests, batching under concurrency."""
 
+import asyncio
 import json
+import logging
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
@@ -15,16 +20,18 @@ pytest.importorskip("aiohttp")
 
 from emotion_lab.data.labels import LABELS  # noqa: E402
 from emotion_lab.inference.batching import Limits  # noqa: E402
+from emotion_lab.inference.header_deadline import header_deadline_protocol  # noqa: E402
 from emotion_lab.inference.predictor import EmotionPredictor, Prediction  # noqa: E402
-from emotion_lab.inference.server import create_app  # noqa: E402
+from emotion_lab.inference.server import create_app, public_config, without_paths  # noqa: E402
 from emotion_lab.tools.load_test import free_port, wait_for_server  # noqa: E402
 
 
 @contextmanager
-def serving(predictor, limits: Limits, card: str = ""):
+def serving(predictor, limits: Limits, card: str = "", header_timeout: float | None = None, **config):
     """The app over `predictor`, served by uvicorn in a thread on a free port: real HTTP. Yields (url, app)."""
     port, app = free_port(), create_app(predictor, limits, card=card)
-    uv = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    http = header_deadline_protocol(header_timeout) if header_timeout else "auto"
+    uv = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", http=http, **config))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -141,8 +148,8 @@ def test_concurrent_requests_are_batched(server):
     assert after["batches"] - before["batches"] < 16
 
 
-def test_a_failing_request_fails_alone_and_the_server_lives_on():
-    with serving(SlowPredictor(delay=1.5), Limits(max_wait_ms=50.0)) as (url, _):
+def test_a_failing_request_fails_alone_and_the_server_lives_on(caplog):
+    with serving(SlowPredictor(delay=1.5), Limits(max_wait_ms=50.0)) as (url, _), caplog.at_level(logging.ERROR):
         before = httpx.get(f"{url}/health").json()
         with ThreadPoolExecutor(5) as pool:
             busy = pool.submit(httpx.post, f"{url}/predict", json={"text": "slow: keeps the worker busy"}, timeout=30)
@@ -151,7 +158,12 @@ def test_a_failing_request_fails_alone_and_the_server_lives_on():
             answers = list(pool.map(lambda t: httpx.post(f"{url}/predict", json={"text": t}, timeout=30), texts))
         assert busy.result().status_code == 200
         assert [a.status_code for a in answers] == [200, 500, 200, 200]
-        assert answers[1].json()["error"] == "prediction failed: RuntimeError: the model broke"
+        # The client gets an id, never the exception's text; the log line has both.
+        request_id = answers[1].headers["x-request-id"]
+        assert answers[1].json() == {"error": f"internal error; the server log has it under request id {request_id}"}
+        assert "the model broke" not in answers[1].text
+        [logged] = [r for r in caplog.records if request_id in r.getMessage()]
+        assert "the model broke" in str(logged.exc_info[1]) and "POST /predict" in logged.getMessage()
         health = httpx.get(f"{url}/health")
         assert health.status_code == 200 and health.json()["status"] == "ok"
         assert health.json()["batches"] - before["batches"] == 2  # the four shared one batch, then were retried
@@ -178,3 +190,196 @@ def test_a_full_queue_answers_503_with_retry_after():
         busy = [a for a in answers if a.status_code == 503]
         assert busy and all(a.status_code in (200, 503) for a in answers)
         assert busy[0].headers["retry-after"] == "1" and "server busy" in busy[0].json()["error"]
+
+
+def test_requests_queued_when_the_worker_stops_are_answered_503():
+    with serving(SlowPredictor(delay=1.5), Limits(max_wait_ms=0.0)) as (url, app):
+        with ThreadPoolExecutor(4) as pool:
+            running = pool.submit(httpx.post, f"{url}/predict", json={"text": "slow: in the model"}, timeout=10)
+            time.sleep(0.3)
+            queued = [
+                pool.submit(httpx.post, f"{url}/predict", json={"text": f"queued {i}"}, timeout=10) for i in range(3)
+            ]
+            for _ in range(100):  # until all three wait in the queue behind the running batch
+                if httpx.get(f"{url}/health").json()["queued_texts"] == 3:
+                    break
+                time.sleep(0.05)
+            worker = app.state.batcher._worker
+            worker.get_loop().call_soon_threadsafe(worker.cancel)  # as if the worker had died
+            answers = [running.result(), *(q.result() for q in queued)]
+        assert [a.status_code for a in answers] == [503] * 4
+        assert [a.json()["error"] for a in answers] == ["the prediction worker stopped; see the server log"] * 4
+
+
+async def _asgi_get(app, path: str, host: str):
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        return await client.get(path, headers={"host": host})
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.1:8000", "localhost:1", "LOCALHOST", "[::1]:8000"])
+def test_the_loopback_names_are_answered(host):
+    assert asyncio.run(_asgi_get(create_app(SlowPredictor()), "/model", host)).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example", "127.0.0.1.evil.example", "10.0.0.1:8000", "localhost.evil", ""])
+def test_other_host_headers_get_400(host):
+    answer = asyncio.run(_asgi_get(create_app(SlowPredictor()), "/model", host))
+    assert answer.status_code == 400 and "x-request-id" in answer.headers
+
+
+def test_allowed_hosts_widen_the_loopback_names():
+    app = create_app(SlowPredictor(), allowed_hosts=["127.0.0.1", "model.internal"])
+    assert asyncio.run(_asgi_get(app, "/model", "model.internal:8000")).status_code == 200
+    assert asyncio.run(_asgi_get(app, "/model", "localhost")).status_code == 400
+
+
+def test_model_answers_without_absolute_paths(tiny_model):
+    card = (
+        "# model\n- backbone: `google/bert_uncased_L-4_H-256_A-4`\n"
+        "- exported from: `outputs/train/runs/2026-12-01_10-00-00/checkpoints/epoch_3.ckpt`\n"
+        "see /home/someone/private/notes.md or C:\\Users\\someone\\model.ckpt, https://example.com/a/b\n"
+    )
+    predictor = EmotionPredictor.from_pretrained(tiny_model)
+    answer = asyncio.run(_asgi_get(create_app(predictor, card=card), "/model", "127.0.0.1"))
+    body = answer.json()
+    assert str(tiny_model) not in answer.text and "/home/" not in answer.text and "Users" not in answer.text
+    assert body["net"]["encoder_name"] == "encoder"  # the model folder's encoder folder, by name
+    assert "- exported from: `epoch_3.ckpt`" in body["card"]
+    assert "see notes.md or model.ckpt, https://example.com/a/b" in body["card"]
+    assert "`google/bert_uncased_L-4_H-256_A-4`" in body["card"]
+
+
+def test_public_config_keeps_hub_ids_and_names_local_folders():
+    net = {"encoder_name": "google/bert_uncased_L-4_H-256_A-4", "lstm_hidden": 16, "_target_": "emotion_lab.x.Net"}
+    assert public_config(net) == net
+    for local in ("/srv/models/enc", "./enc", "~/enc", "a/b/enc", "C:\\models\\enc"):
+        assert public_config({"encoder_name": local}) == {"encoder_name": "enc"}
+    assert without_paths("softmax(logits / T), 1/2") == "softmax(logits / T), 1/2"
+
+
+def _raw(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    return sock
+
+
+def _read_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, float]:
+    """What the server sent until it closed the connection, and when it closed it (or `seconds`)."""
+    start, data = time.monotonic(), b""
+    sock.settimeout(0.2)
+    while time.monotonic() - start < seconds:
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data, time.monotonic() - start
+
+
+POST = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+
+
+def test_a_body_declared_and_never_sent_gets_408_and_the_connection_closed():
+    with serving(SlowPredictor(), Limits(body_timeout_s=1.0)) as (url, _):
+        never = _raw(url)
+        never.sendall(POST + b"Content-Length: 100\r\n\r\n")
+        trickled = _raw(url)
+        trickled.sendall(POST + b"Content-Length: 100\r\n\r\n")
+        for _ in range(3):  # a byte every 0.4 s: the deadline is for the whole body, not each read
+            time.sleep(0.4)
+            trickled.sendall(b" ")
+        answer = httpx.post(f"{url}/predict", json={"text": "meanwhile"}, timeout=5)
+        assert answer.status_code == 200
+        for sock in (never, trickled):
+            data, took = _read_until_closed(sock, 10)
+            assert data.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in data
+            assert took < 5  # closed after the answer, not held
+            sock.close()
+
+
+def test_headers_never_finished_and_idle_connections_are_closed_at_the_header_deadline():
+    with serving(SlowPredictor(delay=2.0), Limits(), header_timeout=1.0) as (url, _):
+        idle, slow = _raw(url), _raw(url)
+        slow.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        start = time.monotonic()
+        for _ in range(4):  # a header line every 0.3 s would hold plain uvicorn forever
+            time.sleep(0.3)
+            try:
+                slow.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                break
+        for sock in (idle, slow):
+            data, _ = _read_until_closed(sock, 10)
+            assert data == b"" and time.monotonic() - start < 5
+            sock.close()
+        # A request whose answer takes longer than the deadline is not cut, and the connection lives on.
+        with httpx.Client(timeout=10) as client:
+            assert client.post(f"{url}/predict", json={"text": "slow answer"}).status_code == 200
+            assert client.get(f"{url}/health").status_code == 200
+
+
+def test_connections_beyond_the_concurrency_limit_get_503():
+    with serving(SlowPredictor(), Limits(), limit_concurrency=4) as (url, _):
+        held = [_raw(url) for _ in range(4)]  # idle sockets count against the limit
+        time.sleep(0.2)
+        refused = httpx.get(f"{url}/health")
+        for sock in held:
+            sock.close()
+        time.sleep(0.2)
+        assert refused.status_code == 503
+        assert httpx.get(f"{url}/health").status_code == 200
+
+
+@pytest.fixture(scope="module")
+def hypothesis_predictor(tiny_model):
+    return EmotionPredictor.from_pretrained(tiny_model)
+
+
+async def _post_in_process(predictor, body: bytes, content_type: str) -> httpx.Response:
+    app = create_app(predictor, Limits(max_chars=200, max_texts=8))
+    async with app.router.lifespan_context(app):  # starts the batching worker
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return await asyncio.wait_for(
+                client.post("/predict", content=body, headers={"content-type": content_type}), 10
+            )
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(["text", "texts", "top_words", "x"]) | st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+# Near-valid requests: the shapes a client means to send, with empty, blank, long or odd texts.
+TEXTS = st.text(max_size=300) | st.sampled_from(["", "   ", "\u200b", "i feel happy"])
+REQUESTS = st.fixed_dictionaries(
+    {}, optional={"text": TEXTS, "texts": st.lists(TEXTS, max_size=10), "top_words": st.integers(-3, 30)}
+)
+
+
+@settings(
+    max_examples=50, deadline=10_000, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    body=st.one_of(
+        REQUESTS.map(lambda v: json.dumps(v).encode()),
+        JSONISH.map(lambda v: json.dumps(v).encode()),
+        st.binary(max_size=200),
+    ),
+    content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded"]),
+)
+def test_any_body_gets_an_answer_and_never_a_500(hypothesis_predictor, body, content_type):
+    answer = asyncio.run(_post_in_process(hypothesis_predictor, body, content_type))
+    if answer.status_code == 200:
+        assert answer.json()["predictions"]
+    else:
+        assert 400 <= answer.status_code < 500, answer.text
+        assert isinstance(answer.json()["error"], str)

@@ -36,12 +36,43 @@ def test_padded_bilstm_matches_packed_sequences_in_values_and_gradients(padded_b
     assert torch.allclose(lstm.weight_hh_l1_reverse.grad, reference_grad, atol=1e-5)
 
 
-def test_the_exportable_op_computes_the_padded_kernel(padded_batch):
+def one_by_one_reference(lstm, x, lengths):
+    """Each sentence alone, cut to its length, through nn.LSTM itself: no padding for anyone to mishandle."""
+    out = torch.zeros(*x.shape[:2], 2 * lstm.hidden_size)
+    for row, length in enumerate(lengths.tolist()):
+        out[row, :length] = lstm(x[row : row + 1, :length])[0][0]
+    return out
+
+
+@pytest.mark.parametrize("kernel", [bilstm_padded, bilstm_exportable])
+def test_each_kernel_gives_what_nn_lstm_gives_each_sentence_alone(padded_batch, kernel):
     lstm, x, lengths, real = padded_batch
     lstm.eval()
     with torch.no_grad():
-        assert torch.allclose(bilstm_exportable(lstm, x, lengths) * real, bilstm_padded(lstm, x, lengths) * real)
-        assert torch.allclose(bilstm_exportable(lstm, x, lengths) * real, packed_reference(lstm, x, lengths), atol=1e-6)
+        assert torch.allclose(kernel(lstm, x, lengths) * real, one_by_one_reference(lstm, x, lengths), atol=1e-6)
+
+
+def test_under_torch_export_the_network_runs_the_exportable_op_with_a_dynamic_length(padded_batch):
+    lstm, x, lengths, real = padded_batch
+    lstm.eval()
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = lstm
+
+        def forward(self, x, lengths):
+            return run_bilstm(self.lstm, x, lengths)
+
+    length = torch.export.Dim("length", min=2, max=64)
+    program = torch.export.export(Head(), (x, lengths), dynamic_shapes=({1: length}, None))
+    ops = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert "emotion_lab.bilstm_layer.default" in ops
+    longer = torch.cat([x, torch.zeros(4, 3, 6)], dim=1)  # 12 steps: not the example's 9
+    with torch.no_grad():
+        got = program.module()(longer, lengths)
+    assert got.shape == (4, 12, 10)
+    assert torch.allclose(got[:, :9] * real, one_by_one_reference(lstm, x, lengths), atol=1e-6)
 
 
 def test_a_quantized_lstm_runs_packed_and_stays_close(padded_batch):

@@ -1,11 +1,19 @@
 """The study behind hparams_search=optuna: Hydra's sweep syntax as distributions, the search-space check,
-storage errors and the stored study's record."""
+storage errors and the stored study's record, read by reports in place and read-only."""
+
+import json
+import shlex
+import socket
+from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from emotion_lab.errors import UserInputError
 from emotion_lab.sweeps.study import (
+    StudyOutsideFolder,
     SweepSetupError,
     check_same_search,
     open_storage,
@@ -85,3 +93,102 @@ def test_the_sweep_folder_records_its_study_relative_to_itself(tmp_path):
     (found,) = stored_study(moved).trials
     assert trial_status(found) == "pruned"
     assert stored_study(tmp_path) is None
+
+
+def finished_study(storage: optuna.storages.BaseStorage) -> None:
+    """A study named "head" with one pruned trial."""
+    study = optuna.create_study(study_name="head", storage=storage)
+    trial = study.ask({"x": FloatDistribution(0, 1)})
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under `folder` with its bytes and modification time."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+@pytest.fixture
+def no_connection(monkeypatch):
+    """Refuses every database engine, Optuna database storage and socket connection, and fails the test
+    at teardown if one was attempted (even where the code under test caught the refusal)."""
+    attempts: list[str] = []
+
+    def refuse(what):
+        def refused(*args, **kwargs):
+            attempts.append(what)
+            raise ConnectionRefusedError(f"{what} attempted in a test")
+
+        return refused
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "__init__", refuse("RDBStorage"))
+    monkeypatch.setattr(sqlalchemy, "create_engine", refuse("create_engine"))
+    monkeypatch.setattr(sqlalchemy.engine, "create_engine", refuse("create_engine"))
+    monkeypatch.setattr(socket.socket, "connect", refuse("socket.connect"))
+    yield
+    assert attempts == [], f"attempted: {attempts}"
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_a_report_reads_the_study_inside_its_folder_and_changes_nothing(tmp_path, kind):
+    sweep = tmp_path / "sweep"
+    spec = str(sweep / "optuna.journal") if kind == "journal" else f"sqlite:///{sweep}/study.db"
+    finished_study(open_storage(spec))
+    record_study(sweep, "head", spec)
+    moved = tmp_path / "moved"
+    sweep.rename(moved)  # recorded relative to the folder, a sqlite file too: a copied folder still finds it
+    before = snapshot(moved)
+    study = stored_study(moved)
+    (trial,) = study.trials
+    assert trial_status(trial) == "pruned"
+    with pytest.raises((PermissionError, optuna.exceptions.StorageInternalError)):  # a report cannot add a trial
+        study.ask()
+    assert snapshot(moved) == before  # no lock file, no journal line, no table, no byte changed
+
+
+@pytest.mark.parametrize(
+    "storage",
+    ["sqlite:///{elsewhere}/new/study.db", "{elsewhere}/new/optuna.journal", "postgresql://u:p@db.invalid:5432/s"],
+    ids=["sqlite", "journal", "postgresql"],
+)
+@pytest.mark.usefixtures("no_connection")
+def test_a_study_yaml_naming_storage_outside_its_folder_is_not_opened(tmp_path, storage):
+    elsewhere = tmp_path / "elsewhere"
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    storage = storage.format(elsewhere=elsewhere)
+    (sweep / "study.yaml").write_text(json.dumps({"study_name": "head", "storage": storage}))
+    with pytest.raises(StudyOutsideFolder) as refused:
+        stored_study(sweep)
+    shown = storage.replace("u:p@", "u:***@")  # a password is never printed
+    assert str(refused.value) == (
+        f"{sweep}/study.yaml: its study storage {shown} lies outside the sweep folder and was not opened; "
+        f"to read it, pass --storage {shlex.quote(shown)}"
+    )
+    assert not elsewhere.exists()
+    assert sorted(p.name for p in sweep.iterdir()) == ["study.yaml"]
+
+
+def test_a_link_out_of_the_folder_is_outside_it(tmp_path):
+    sweep, elsewhere = tmp_path / "sweep", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    finished_study(open_storage(str(elsewhere / "optuna.journal")))
+    sweep.mkdir()
+    (sweep / "optuna.journal").symlink_to(elsewhere / "optuna.journal")
+    (sweep / "study.yaml").write_text(json.dumps({"study_name": "head", "storage": "optuna.journal"}))
+    with pytest.raises(StudyOutsideFolder):
+        stored_study(sweep)
+
+
+def test_a_storage_the_user_names_is_read_in_place_and_a_missing_one_is_one_line(tmp_path):
+    elsewhere, sweep = tmp_path / "elsewhere", tmp_path / "sweep"
+    url = f"sqlite:///{elsewhere}/study.db"
+    finished_study(open_storage(url))
+    sweep.mkdir()
+    (sweep / "study.yaml").write_text(json.dumps({"study_name": "head", "storage": url}))
+    before = snapshot(elsewhere)
+    assert [t.state for t in stored_study(sweep, url).trials] == [optuna.trial.TrialState.PRUNED]
+    assert snapshot(elsewhere) == before
+    for missing in (f"sqlite:///{tmp_path}/nope/study.db", f"{tmp_path}/nope/optuna.journal"):
+        with pytest.raises(UserInputError, match=rf"^--storage {missing}: cannot read the study \(FileNotFoundError"):
+            stored_study(sweep, missing)
+    assert not (tmp_path / "nope").exists()

@@ -13,9 +13,11 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from emotion_lab.report import main as report_main
+from emotion_lab.sweeps.study import open_storage
 from emotion_lab.tools.sweep_report import main as sweep_report
 from emotion_lab.utils.config import PROJECT_ROOT
 from tests.conftest import QUIET
+from tests.sweeps.test_study import no_connection  # noqa: F401 - a fixture
 
 
 def run_train(args: list[str], timeout: int = 400) -> subprocess.CompletedProcess:
@@ -246,3 +248,46 @@ def test_report_names_shared_overrides_once_and_keeps_exact_values_in_the_csv(tm
     assert "model.net.lstm_hidden=512 |" in body[3] and "incomplete" in body[3]
     rows = list(csv.DictReader((tmp_path / "sweep_summary.csv").open()))
     assert rows[0]["overrides"] == " ".join(["model.optimizer.lr=0.00030000000000000003", *shared])
+
+
+def test_report_reads_a_study_outside_the_folder_only_when_passed(tmp_path, capsys):
+    sweep, elsewhere = tmp_path / "sweep", tmp_path / "elsewhere"
+    url = f"sqlite:///{elsewhere}/study.db"
+    study = optuna.create_study(study_name="head", storage=open_storage(url))
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    write_trial(sweep / "0", ["model.net.dropout=0.1"], None)  # no metrics: the study says how it ended
+    (sweep / "study.yaml").write_text(json.dumps({"study_name": "head", "storage": url}))
+    before = {p.name: p.read_bytes() for p in elsewhere.iterdir()}
+    assert sweep_report([str(sweep)]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        f"note: {sweep}/study.yaml: its study storage {url} lies outside the sweep folder and was not opened; "
+        f"to read it, pass --storage {url}"
+    ]
+    assert "| 0 | incomplete |" in out
+    assert sweep_report([str(sweep), "--storage", url]) == 0
+    out, err = capsys.readouterr()
+    assert "| 0 | pruned |" in out and err == ""
+    assert {p.name: p.read_bytes() for p in elsewhere.iterdir()} == before  # read in place, nothing added
+
+
+@pytest.mark.usefixtures("no_connection")
+def test_report_never_connects_to_a_database_a_study_yaml_names(tmp_path, capsys):
+    write_trial(tmp_path / "0", ["model.net.dropout=0.1"], {"val/f1_weighted": 0.8})
+    url = "postgresql://user:secret@db.invalid:5432/studies"
+    (tmp_path / "study.yaml").write_text(json.dumps({"study_name": "head", "storage": url}))
+    assert sweep_report([str(tmp_path)]) == 0
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("note: ") and line.endswith(f"was not opened; to read it, pass --storage {url}")
+
+
+def test_report_on_a_storage_that_cannot_be_read_is_one_line(tmp_path, capsys):
+    write_trial(tmp_path / "0", ["model.net.dropout=0.1"], {"val/f1_weighted": 0.8})
+    (tmp_path / "optuna.journal").write_text("not a journal\nat all\n")
+    (tmp_path / "study.yaml").write_text(json.dumps({"study_name": "head", "storage": "optuna.journal"}))
+    assert sweep_report([str(tmp_path)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    reason = "JSONDecodeError: Expecting value: line 1 column 1 (char 0)"
+    assert line == f"error: {tmp_path}/study.yaml: cannot read the study ({reason})"
+    assert (tmp_path / "optuna.journal").read_text() == "not a journal\nat all\n"
+    assert not (tmp_path / "sweep_summary.md").exists()
