@@ -181,7 +181,9 @@ def test_a_sweep_whose_study_yaml_names_a_database_is_reported_without_it(tmp_pa
     (sweep / "study.yaml").write_text(json.dumps({"study_name": "head", "storage": url}))
     assert main([str(sweep)]) == 0
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith(f"note: {sweep}/study.yaml: its study storage {url} lies outside the sweep folder")
+    shown = url.replace(":secret@", ":***@")  # the password is never printed
+    assert line.startswith(f"note: {sweep}/study.yaml: its study storage {shown} lies outside the sweep folder")
+    assert "secret" not in line
     assert "## Hyperparameter importances" in (sweep / "report.md").read_text()  # from the trial folders
 
 

@@ -162,7 +162,14 @@ def load_encoder_config(name: str) -> PretrainedConfig:
 
 
 def load_tokenizer(name: str):
-    return _load(AutoTokenizer.from_pretrained, name, "tokenizer")
+    tokenizer = _load(AutoTokenizer.from_pretrained, name, "tokenizer")
+    # transformers builds an empty tokenizer for a folder without tokenizer files: every word unknown.
+    if len(tokenizer) <= len(set(tokenizer.all_special_tokens)):
+        raise EncoderNotFoundError(
+            f"model.net.encoder_name={name!r}: its tokenizer has no vocabulary (no tokenizer files where it was "
+            "loaded from)"
+        )
+    return tokenizer
 
 
 def load_encoder(name: str, pretrained: bool = True) -> PreTrainedModel:

@@ -283,3 +283,20 @@ def test_predict_passes_allow_download_to_the_loader(tmp_path, tiny_encoder, mon
     monkeypatch.setattr("emotion_lab.models.encoder.AutoConfig.from_pretrained", hub)
     assert predict([str(ckpt), "--input", "-", "--allow-download"]) == 2
     assert asked == [False]
+
+
+def test_evaluate_loads_a_checkpoints_tokenizer_from_local_files_only(
+    hub_cache, tmp_path, tiny_encoder, data_dir, no_network
+):
+    from emotion_lab.evaluate import evaluate
+    from tests.conftest import compose_config
+
+    for file in hub_cache.iterdir():  # the hub cache holds the encoder's config, not its tokenizer
+        if file.name != "config.json":
+            file.unlink()
+    ckpt = tiny_checkpoint(tmp_path / "x.ckpt", tiny_encoder, "evil/encoder")
+    overrides = [f"ckpt_path={ckpt}", f"data.dir={data_dir}", "trainer.enable_progress_bar=false"]
+    cfg = compose_config("evaluate", overrides, tmp_path / "eval")
+    with pytest.raises(UserInputError, match="evil/encoder.*tokenizer has no vocabulary"):
+        evaluate(cfg)
+    assert no_network == []

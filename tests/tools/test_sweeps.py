@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -278,7 +279,8 @@ def test_report_never_connects_to_a_database_a_study_yaml_names(tmp_path, capsys
     (tmp_path / "study.yaml").write_text(json.dumps({"study_name": "head", "storage": url}))
     assert sweep_report([str(tmp_path)]) == 0
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("note: ") and line.endswith(f"was not opened; to read it, pass --storage {url}")
+    shown = shlex.quote(url.replace(":secret@", ":***@"))  # the password is never printed
+    assert line.startswith("note: ") and line.endswith(f"was not opened; to read it, pass --storage {shown}")
 
 
 def test_report_on_a_storage_that_cannot_be_read_is_one_line(tmp_path, capsys):
