@@ -42,7 +42,7 @@ from emotion_lab.data.teacher_logits import TeacherLogits, TeacherLogitsError
 from emotion_lab.errors import UserInputError
 from emotion_lab.tools.results_page import publish
 from emotion_lab.utils.atomic import write_text
-from emotion_lab.utils.config import CONFIG_DIR, PROJECT_ROOT, cpu_has_native_bf16
+from emotion_lab.utils.config import CONFIG_DIR, PROJECT_ROOT, cpu_has_native_bf16, repo_relative
 
 log = logging.getLogger("emotion_lab.tools.bench")
 
@@ -172,7 +172,9 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def save_results(out: Path, results: dict[str, Any], table: str) -> None:
-    """results.json and results.md into `out`, and both to the terminal."""
+    """results.json and results.md into `out` (paths relative to the checkout), and both to the terminal."""
+    results = json.loads(repo_relative(json.dumps(results)))
+    table = repo_relative(table)
     write_text(out / "results.json", json.dumps(results, indent=2))
     write_text(out / "results.md", table)
     print(json.dumps(results["meta"]))
@@ -380,8 +382,8 @@ def write_results(out: Path, meta: dict[str, Any], results: dict[str, list[dict[
     """The table so far: a stopped benchmark leaves every finished row behind."""
     summary = summarise(results)
     table = {"meta": meta, "rows": summary, "runs": results}
-    write_text(out / "results.json", json.dumps(table, indent=2, default=str))
-    write_text(out / "results.md", markdown(summary))
+    write_text(out / "results.json", repo_relative(json.dumps(table, indent=2, default=str)))
+    write_text(out / "results.md", repo_relative(markdown(summary)))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from emotion_lab.utils.atomic import write_bytes, write_text
-from emotion_lab.utils.config import PROJECT_ROOT
+from emotion_lab.utils.config import PROJECT_ROOT, repo_relative
 
 DOCS = PROJECT_ROOT / "docs"
 ROW_TITLES = {
@@ -133,7 +133,7 @@ def render(docs: Path | None = None) -> Path:
         lines += [f"- [{p.name}]({p.relative_to(docs)}/results.md)" for p in reversed(folders[:-1])]
     lines += other_measurements(docs)
     page = docs / "results.md"
-    write_text(page, "\n".join(lines) + "\n")
+    write_text(page, repo_relative("\n".join(lines) + "\n"))
     return page
 
 

@@ -42,3 +42,9 @@ def cpu_has_native_bf16() -> bool:
 # `${mixed_precision:${trainer.accelerator}}` in conf/: see mixed_precision.
 if not OmegaConf.has_resolver("mixed_precision"):
     OmegaConf.register_new_resolver("mixed_precision", mixed_precision)
+
+
+def repo_relative(text: str) -> str:
+    """`text` with this checkout's absolute paths written relative to it: a committed result names no machine."""
+    text = text.replace(f"{PROJECT_ROOT}/", "").replace(str(PROJECT_ROOT), ".")  # the checkout before its parent
+    return text.replace(f"{PROJECT_ROOT.parent}/", "../")

@@ -148,3 +148,14 @@ def test_a_distilling_row_needs_teacher_logits_made_on_its_data(tmp_path, data_d
     with pytest.raises(TeacherLogitsError, match="made on other train data"):
         check_teacher_logits(distilled.data)  # the committed logits fit the full dair-ai/emotion files only
     check_teacher_logits(compose_train([f"data.dir={data_dir}"], tmp_path).data)  # no teacher: nothing to check
+
+
+def test_saved_results_name_paths_relative_to_the_checkout(tmp_path):
+    from emotion_lab.tools.bench import save_results
+    from emotion_lab.utils.config import PROJECT_ROOT
+
+    meta = {"command": f"bench --out {PROJECT_ROOT}/outputs/b", "data": f"{PROJECT_ROOT.parent}/shared/data/emotion"}
+    save_results(tmp_path, {"meta": meta}, f"from {PROJECT_ROOT}/outputs/b\n")
+    saved = json.loads((tmp_path / "results.json").read_text())["meta"]
+    assert saved == {"command": "bench --out outputs/b", "data": "../shared/data/emotion"}
+    assert (tmp_path / "results.md").read_text() == "from outputs/b\n"
