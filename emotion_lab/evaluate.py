@@ -14,19 +14,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import hydra
 import lightning as L
 from omegaconf import DictConfig, open_dict
 
 from emotion_lab.callbacks import RunFigures, TestReport
-from emotion_lab.models.classifier import load_classifier
-from emotion_lab.models.encoder import downloads_refused
+from emotion_lab.data.contract import check_datamodule
+from emotion_lab.encoders.loading import downloads_refused
+from emotion_lab.models.checkpoints import load_classifier
 from emotion_lab.utils.atomic import write_text
 from emotion_lab.utils.config import CONFIG_DIR
 from emotion_lab.utils.runtime import instantiate_loggers, metrics_to_floats, run_task
@@ -41,6 +39,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     with open_dict(cfg):
         cfg.data.tokenizer_name = cfg.data.tokenizer_name or model.hparams.net["encoder_name"]
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    check_datamodule(datamodule)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         logger=instantiate_loggers(cfg.get("logger")),

@@ -27,13 +27,13 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from emotion_lab.data.labels import LABELS
 from emotion_lab.errors import UserInputError
+from emotion_lab.labels import LABELS
 from emotion_lab.reporting import figures
-from emotion_lab.tools.bench import markdown_table
-from emotion_lab.tools.sweep_report import STORAGE_HELP, collect, read_study, shared_overrides, to_markdown
+from emotion_lab.reporting.sweeps import STORAGE_HELP, collect, read_study, shared_overrides, to_markdown
 from emotion_lab.utils.atomic import write_text
 from emotion_lab.utils.config import PROJECT_ROOT
+from emotion_lab.utils.records import markdown_table
 
 # A run's figures (RunFigures writes them) in the order a reader wants them, with their captions.
 RUN_FIGURES = {

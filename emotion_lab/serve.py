@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 
 from emotion_lab.errors import UserInputError
 from emotion_lab.inference.batching import Limits
-from emotion_lab.predict import add_model_options, load_model
+from emotion_lab.inference.options import add_model_options, load_model
 
 # Under the usual limit of 1024 open files, so the server answers 503 before accept() starts failing.
 LIMIT_CONCURRENCY = 512

@@ -15,13 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import hydra
 import lightning as L
@@ -30,6 +27,7 @@ from lightning.pytorch.callbacks import WeightAveraging
 from omegaconf import DictConfig, open_dict
 
 from emotion_lab.callbacks.pruning import OptunaPruning
+from emotion_lab.data.contract import check_datamodule
 from emotion_lab.errors import ConfigError, first_line
 from emotion_lab.models.classifier import EmotionClassifier
 from emotion_lab.utils.atomic import write_text
@@ -118,6 +116,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     )
     log.info("data: %s", cfg.data._target_)
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    check_datamodule(datamodule)
     log.info("model: %s with net %s", cfg.model._target_, cfg.model.net._target_)
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
@@ -158,7 +157,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if pruned_at is not None:
         status = f"pruned after epoch {pruned_at}"
     if cfg.get("export") and best and pruned_at is None:
-        from emotion_lab.export import export
+        from emotion_lab.inference.export import export
 
         # The network this run just built from the user's own config: its module is trusted.
         own_module = str(cfg.model.net._target_).rpartition(".")[0]

@@ -12,10 +12,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from emotion_lab.data.labels import LABELS  # noqa: E402
-from emotion_lab.models.encoder import embedded_encoder_path  # noqa: E402
+from emotion_lab.encoders.loading import embedded_encoder_path  # noqa: E402
+from emotion_lab.labels import LABELS  # noqa: E402
 from emotion_lab.utils.config import CONFIG_DIR  # noqa: E402
 
 # A few cue words per label: the tiny model can learn them, and the data stays synthetic (the real
@@ -82,8 +81,8 @@ def tiny_model(tmp_path_factory, tiny_encoder):
     and temperature 0.5."""
     import torch
 
+    from emotion_lab.encoders.loading import load_tokenizer
     from emotion_lab.inference.predictor import EmotionPredictor
-    from emotion_lab.models.encoder import load_tokenizer
     from emotion_lab.models.networks import BiLSTMAttentionNet
 
     torch.manual_seed(0)
@@ -96,7 +95,7 @@ def tiny_model(tmp_path_factory, tiny_encoder):
 @pytest.fixture(scope="session")
 def tiny_onnx_model(tmp_path_factory, tiny_model):
     """The same model folder, with model.onnx and model.int8.onnx written by export."""
-    from emotion_lab.export import export
+    from emotion_lab.inference.export import export
 
     return export(tiny_model, tmp_path_factory.mktemp("tiny_onnx") / "model", onnx=True)
 

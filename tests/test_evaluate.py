@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from emotion_lab.data.labels import LABELS
+from emotion_lab.labels import LABELS
 from emotion_lab.utils.config import PROJECT_ROOT
 
 

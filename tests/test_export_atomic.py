@@ -9,7 +9,7 @@ import torch
 
 import emotion_lab.inference.onnx
 from emotion_lab.errors import UserInputError
-from emotion_lab.export import export, model_card
+from emotion_lab.inference.export import export, model_card
 from emotion_lab.inference.predictor import EmotionPredictor
 
 

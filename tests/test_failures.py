@@ -173,7 +173,7 @@ def test_a_checkpoint_naming_code_as_its_loss_runs_none(trained, data_dir, tmp_p
 
 
 def test_checkpoints_from_before_losses_had_a_target_still_load():
-    from emotion_lab.models.classifier import checkpoint_loss
+    from emotion_lab.models.checkpoints import checkpoint_loss
     from emotion_lab.models.losses import CrossEntropyLoss, FocalLoss
 
     ce = checkpoint_loss({"name": "ce", "gamma": 0.0, "alpha": "none", "label_smoothing": 0.1, "rdrop": 0.0})()

@@ -8,10 +8,10 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from emotion_lab.data.labels import LABELS
 from emotion_lab.data.sources import DataFormatError, read_split_file
+from emotion_lab.encoders.loading import load_tokenizer
 from emotion_lab.inference import EmotionPredictor
-from emotion_lab.models.encoder import load_tokenizer
+from emotion_lab.labels import LABELS
 from emotion_lab.models.networks import BiLSTMAttentionNet
 from emotion_lab.predict import interactive
 

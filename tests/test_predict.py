@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
-from emotion_lab.data.labels import LABELS
-from emotion_lab.export import export
+from emotion_lab.inference.export import export
 from emotion_lab.inference.predictor import EmotionPredictor, ModelLoadError
-from emotion_lab.models.classifier import load_classifier
+from emotion_lab.labels import LABELS
+from emotion_lab.models.checkpoints import load_classifier
 from emotion_lab.predict import CSV_FIELD_LIMIT, InputError, batch, interactive, main
 from emotion_lab.utils.config import PROJECT_ROOT
 
@@ -39,7 +39,7 @@ def test_export_round_trip_gives_the_checkpoints_logits(trained, tmp_path):
     # predict() sorts by length internally and hands results back in input order, its probabilities
     # scaled by the temperature fitted on validation (stored in the checkpoint, then in the folder).
     temperature = json.loads((folder / "emotion_lab.json").read_text())["temperature"]
-    assert temperature == reference.temperature != 1.0 and loaded.temperature == temperature
+    assert temperature == reference.calibration_temperature != 1.0 and loaded.temperature == temperature
     probs = torch.tensor([[p.probs[label] for label in loaded.labels] for p in loaded.predict(texts, batch_size=2)])
     assert torch.allclose(probs, (expected / temperature).softmax(-1), atol=1e-5)
     assert EmotionPredictor.from_checkpoint(trained["ckpt"]).temperature == temperature

@@ -8,7 +8,7 @@ import matplotlib.image
 import pytest
 from omegaconf import open_dict
 
-from emotion_lab.data.labels import LABELS
+from emotion_lab.labels import LABELS
 from emotion_lab.report import importances, main
 from emotion_lab.train import train
 from tests.sweeps.test_study import no_connection  # noqa: F401 - a fixture

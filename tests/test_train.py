@@ -15,7 +15,8 @@ from omegaconf import OmegaConf, open_dict
 from emotion_lab.errors import ConfigError, ModelLoadError, TrainingDivergedError
 from emotion_lab.evaluate import evaluate
 from emotion_lab.inference.predictor import EmotionPredictor
-from emotion_lab.models.classifier import EmotionClassifier, load_classifier
+from emotion_lab.models.checkpoints import load_classifier
+from emotion_lab.models.classifier import EmotionClassifier
 from emotion_lab.models.loading import weights_digest
 from emotion_lab.train import check_optimized_metric, train
 from emotion_lab.utils.config import CONFIG_DIR, PROJECT_ROOT

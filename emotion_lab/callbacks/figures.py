@@ -11,9 +11,9 @@ from sklearn.metrics import confusion_matrix
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from emotion_lab.callbacks.reports import TestOutputs
-from emotion_lab.data.labels import LABELS
 from emotion_lab.errors import ConfigError
 from emotion_lab.inference.predictor import EmotionPredictor
+from emotion_lab.labels import LABELS
 from emotion_lab.reporting import figures
 
 
@@ -92,11 +92,11 @@ class RunFigures(TestOutputs):
             "f1_by_class": figures.f1_bars(per_class["f1"], f"{name}: F1 by emotion ({headline})"),
             "precision_recall_f1": figures.precision_recall_f1_lines(per_class, f"{name}: per-class scores"),
             "reliability": figures.reliability_diagram(
-                self._reliability(logits, targets, metrics, getattr(pl_module, "temperature", None)),
+                self._reliability(logits, targets, metrics, getattr(pl_module, "calibration_temperature", None)),
                 f"{name}: test reliability",
             ),
         }
-        counts = getattr(trainer.datamodule, "split_counts", None)
+        counts = trainer.datamodule.split_counts if trainer.datamodule is not None else None
         if counts:
             drawn["class_distribution"] = figures.class_pies(counts, f"{name}: emotions per split")
         folder = self.output_dir / "figures"
@@ -122,9 +122,7 @@ class RunFigures(TestOutputs):
         net = getattr(pl_module, "net", None)
         if not self.attention_sentences or getattr(net, "attention", None) is None or datamodule is None:
             return None
-        if not getattr(getattr(datamodule, "tokenizer", None), "is_fast", False) or not hasattr(
-            datamodule, "eval_examples"
-        ):
+        if not getattr(datamodule.tokenizer, "is_fast", False):
             return None
         chosen: dict[int, str] = {}
         for text, label in sorted(datamodule.eval_examples("test"), key=lambda ex: abs(len(ex[0].split()) - 12)):
@@ -133,8 +131,8 @@ class RunFigures(TestOutputs):
         predictor = EmotionPredictor(
             net,
             datamodule.tokenizer,
-            max_length=datamodule.hparams.max_length,
-            temperature=pl_module.temperature or 1.0,
+            max_length=datamodule.max_length,
+            temperature=pl_module.calibration_temperature or 1.0,
         )
         was_training = net.training
         try:

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from sklearn.metrics import classification_report
 
-from emotion_lab.data.labels import LABELS
+from emotion_lab.labels import LABELS
 from emotion_lab.reporting.errors import confident_mistakes, confusion_lines, costly_confusions, write_errors_csv
 from emotion_lab.utils.atomic import write_text
 
@@ -56,7 +56,8 @@ class TestReport(TestOutputs):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         report = classification_report(targets, preds, output_dict=True, **kwargs)
         text = classification_report(targets, preds, digits=self.digits, **kwargs)
-        calibration = calibration_lines(trainer.callback_metrics, getattr(pl_module, "temperature", None) or 1.0)
+        temperature = getattr(pl_module, "calibration_temperature", None) or 1.0
+        calibration = calibration_lines(trainer.callback_metrics, temperature)
         if calibration:
             report["calibration"] = calibration
             text += "\n" + "\n".join(f"{name:>28} {value:.{self.digits}f}" for name, value in calibration.items())
@@ -66,7 +67,6 @@ class TestReport(TestOutputs):
         if texts is not None and logits is not None and torch.isfinite(logits).all():
             report["costly_confusions"] = costly_confusions(texts, targets, preds)
             text += "\n" + confusion_lines(report["costly_confusions"])
-            temperature = getattr(pl_module, "temperature", None) or 1.0
             rows = confident_mistakes(texts, targets, (logits / temperature).softmax(-1).numpy())
             write_errors_csv(rows, self.output_dir / "errors.csv")
         write_text(self.output_dir / "test_report.txt", text)

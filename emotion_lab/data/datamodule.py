@@ -14,11 +14,11 @@ from transformers import DataCollatorWithPadding
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from emotion_lab.data.feature_cache import CachedSplit, FeatureCache, collate_states
-from emotion_lab.data.labels import LABELS
 from emotion_lab.data.sources import load_splits
 from emotion_lab.data.teacher_logits import TeacherLogits
+from emotion_lab.encoders.loading import load_tokenizer
 from emotion_lab.errors import ConfigError
-from emotion_lab.models.encoder import load_tokenizer
+from emotion_lab.labels import LABELS
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class EpochSeeded(torch.utils.data.Sampler):
 
 
 class EmotionDataModule(L.LightningDataModule):
-    """Train / validation / test splits of dair-ai/emotion, tokenized for one encoder.
+    """Train / validation / test splits of dair-ai/emotion, tokenized for one encoder (an `EmotionData`).
 
     Batches are padded per batch to their longest sentence (most sentences are far shorter than
     `max_length`, so padding to it would waste most of every matmul). With `group_by_length`, training
@@ -140,24 +140,27 @@ class EmotionDataModule(L.LightningDataModule):
             extra = ["teacher_logits"] if "teacher_logits" in data.column_names else []
             data.set_format("torch", columns=["input_ids", "attention_mask", "label", *extra])
         self.collator = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
-        if self.uses_feature_cache:
-            cache = FeatureCache(
-                hp.feature_cache["dir"], hp.tokenizer_name, hp.feature_cache.get("layer", -1), hp.max_length
-            )
+        if self.feature_cache_layer is not None:
+            cache = FeatureCache(hp.feature_cache["dir"], hp.tokenizer_name, self.feature_cache_layer, hp.max_length)
             plain = self.datasets.with_format(None)
             self.cached = {
                 split: cache.get(split, list(data["input_ids"]), list(data["label"])) for split, data in plain.items()
             }
 
     @property
-    def has_teacher_logits(self) -> bool:
-        """Training batches carry `teacher_logits` (sentences x teachers x classes) for a distillation loss."""
-        return bool(self.hparams.teacher_logits)
+    def max_length(self) -> int:
+        return self.hparams.max_length
 
     @property
-    def uses_feature_cache(self) -> bool:
-        """Batches carry cached encoder states (`hidden`) instead of token ids."""
-        return bool(self.hparams.feature_cache.get("enabled"))
+    def teacher_logits_file(self) -> str | None:
+        """Training batches carry `teacher_logits` (sentences x teachers x classes) for a distillation loss."""
+        return self.hparams.teacher_logits or None
+
+    @property
+    def feature_cache_layer(self) -> int | None:
+        """Batches carry this encoder layer's cached states (`hidden`) instead of token ids (-1: the last)."""
+        cache = self.hparams.feature_cache
+        return cache.get("layer", -1) if cache.get("enabled") else None
 
     def _collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
         batch = self.collator([{k: f[k] for k in ("input_ids", "attention_mask")} for f in features])

@@ -23,8 +23,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
+from emotion_lab.encoders.loading import load_encoder, resolve_encoder, run_layers
 from emotion_lab.errors import ConfigError
-from emotion_lab.models.encoder import load_encoder, resolve_encoder, run_layers
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 
-from emotion_lab.data.labels import LABEL2ID, LABELS
 from emotion_lab.errors import ConfigError, UserInputError, first_line
+from emotion_lab.labels import LABEL2ID, LABELS
+from emotion_lab.utils.config import compose_train
 
 log = logging.getLogger(__name__)
 
@@ -173,3 +174,15 @@ def load_splits(
     if limit:
         splits = DatasetDict({name: rows.select(range(min(limit, len(rows)))) for name, rows in splits.items()})
     return splits, source
+
+
+def configured_splits(data_dir: str | None, limit: int | None = None) -> tuple[DatasetDict, str]:
+    """The splits found where training finds them (conf/data, or `data_dir`), and their source."""
+    data = compose_train([f"data.dir={data_dir}"] if data_dir else [], Path(".")).data
+    return load_splits(data.dir, data.fallback_dirs, data.hub_id, data.on_bad_line, limit)
+
+
+def test_split(data_dir: str | None) -> tuple[list[str], list[int], str]:
+    """The test split's texts and label ids, found where training finds them (conf/data), and their source."""
+    splits, source = configured_splits(data_dir)
+    return list(splits["test"]["text"]), list(splits["test"]["label"]), source

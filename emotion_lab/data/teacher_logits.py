@@ -2,10 +2,10 @@
 
 One safetensors file holds, for each split, the logits of every teacher (teachers x sentences x
 classes, in the split's order) and, as metadata, the sha256 of each teacher checkpoint, a hash of each
-split's sentences and labels, and the label names. `refresh` recomputes the file when a teacher or the
-data changed and reuses it otherwise; a student's datamodule refuses a file made on other data or for
-another label set, naming the commands that make a matching one. The student checks data and labels;
-a retrained teacher is the tool's to notice (it compares the checkpoints' hashes with the file's).
+split's sentences and labels, and the label names. The tool that writes it (emotion_lab.tools.teacher_logits)
+recomputes it when a teacher or the data changed and reuses it otherwise; a student's datamodule
+refuses a file made on other data or for another label set, naming the commands that make a matching
+one. The student checks data and labels; a retrained teacher is the tool's to notice.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from emotion_lab.data.labels import LABELS, NUM_CLASSES
-from emotion_lab.errors import ModelLoadError, UserInputError, first_line
-from emotion_lab.models.embedded import sha256_of
+from emotion_lab.errors import UserInputError, first_line
+from emotion_lab.labels import LABELS, NUM_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -107,68 +106,3 @@ class TeacherLogits:
                 f"{len(texts)} x {NUM_CLASSES}; remake it: {MAKE_HINT}"
             )
         return logits.transpose(0, 1).contiguous()
-
-
-@torch.no_grad()
-def teacher_logits(
-    checkpoint: Path,
-    texts: Sequence[str],
-    device: str = "cpu",
-    batch_size: int = 128,
-    trusted_modules: Sequence[str] = (),
-) -> torch.Tensor:
-    """One teacher's raw logits (no temperature) for `texts`, in their order, at the max length it was
-    trained with."""
-    from emotion_lab.inference.predictor import EmotionPredictor
-
-    try:
-        teacher = EmotionPredictor.from_checkpoint(checkpoint, trusted_modules=trusted_modules)
-    except ModelLoadError as err:
-        raise TeacherLogitsError(f"teacher {err}; a teacher must be trained on this label set: {MAKE_HINT}") from None
-    teacher.net.to(device)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch with little padding
-    out = torch.empty(len(texts), NUM_CLASSES)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        batch = teacher.tokenizer(
-            [texts[i] for i in rows], truncation=True, max_length=teacher.max_length, padding=True, return_tensors="pt"
-        )
-        with autocast:
-            logits, _ = teacher.backend(batch["input_ids"], batch["attention_mask"])
-        out[rows] = logits.float().cpu()
-    return out
-
-
-def refresh(
-    checkpoints: Sequence[Path],
-    splits: dict[str, tuple[Sequence[str], Sequence[int]]],
-    out: Path,
-    device: str = "cpu",
-    batch_size: int = 128,
-    trusted_modules: Sequence[str] = (),
-) -> tuple[TeacherLogits, bool]:
-    """The teacher logits of `splits` at `out`: reused if made by these checkpoints on this data, else
-    computed and written. Returns them and whether they were (re)computed."""
-    missing = [str(c) for c in checkpoints if not Path(c).is_file()]
-    if missing:
-        raise TeacherLogitsError(f"teacher checkpoint {missing[0]!r}: no such file; train the teacher first")
-    teachers = [{"checkpoint": Path(c).name, "sha256": sha256_of(Path(c))} for c in checkpoints]
-    hashes = {split: split_hash(texts, labels) for split, (texts, labels) in splits.items()}
-    if out.is_file():
-        try:
-            cached = TeacherLogits.load(out)
-        except TeacherLogitsError as err:
-            log.info("recomputing teacher logits: %s", err)
-        else:
-            same_teachers = [t["sha256"] for t in cached.teachers] == [t["sha256"] for t in teachers]
-            if same_teachers and cached.data_hashes == hashes and cached.labels == list(LABELS):
-                return cached, False
-            log.info("recomputing teacher logits: %s changed", "the data or labels" if same_teachers else "a teacher")
-    logits = {
-        split: torch.stack([teacher_logits(Path(c), texts, device, batch_size, trusted_modules) for c in checkpoints])
-        for split, (texts, _) in splits.items()
-    }
-    result = TeacherLogits(logits, teachers, hashes, list(LABELS))
-    result.save(out)
-    return result, True

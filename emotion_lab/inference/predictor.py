@@ -33,10 +33,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from emotion_lab.data.labels import LABELS
+from emotion_lab.encoders.loading import downloads_refused, load_tokenizer
 from emotion_lab.errors import ModelLoadError, UserInputError, first_line
+from emotion_lab.labels import LABELS
 from emotion_lab.models.calibration import checked_temperature
-from emotion_lab.models.encoder import downloads_refused, load_tokenizer
 from emotion_lab.models.loading import build_network, check_shapes, checkpoint_network, read_checkpoint
 
 FORMAT_VERSION = 1

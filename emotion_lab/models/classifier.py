@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -20,18 +18,12 @@ from torchmetrics.classification import (
 )
 from torchmetrics.wrappers import ClasswiseWrapper
 
-from emotion_lab.data.labels import ID2LABEL, LABELS, NUM_CLASSES
-from emotion_lab.errors import ConfigError, ModelLoadError, TrainingDivergedError, first_line
-from emotion_lab.models.calibration import calibration_scores, checked_temperature, fit_temperature
-from emotion_lab.models.loading import (
-    ENCODER_PREFIX,
-    WEIGHT_SETS,
-    checkpoint_network,
-    read_checkpoint,
-    restore_referenced_encoder,
-    weights_digest,
-)
-from emotion_lab.models.losses import CrossEntropyLoss, DistillationLoss, FocalLoss, consistency_kl
+from emotion_lab.errors import ConfigError, TrainingDivergedError
+from emotion_lab.labels import LABELS, NUM_CLASSES
+from emotion_lab.models.calibration import calibration_scores, fit_temperature
+from emotion_lab.models.checkpoint_state import partial_config, restore_extras, save_extras
+from emotion_lab.models.loading import weights_digest
+from emotion_lab.models.losses import CrossEntropyLoss, consistency_kl
 from emotion_lab.models.optim import WarmupSchedule, encoder_groups
 
 log = logging.getLogger(__name__)
@@ -40,10 +32,6 @@ log = logging.getLogger(__name__)
 MAX_SKIPPED_IN_A_ROW = 25
 
 RDROP_SCOPES = ("network", "head")
-# The losses a checkpoint may name, by exact class path (a file's `_target_` is looked up, never imported).
-CHECKPOINT_LOSSES = {
-    f"{cls.__module__}.{cls.__qualname__}": cls for cls in (FocalLoss, CrossEntropyLoss, DistillationLoss)
-}
 
 
 def stage_metrics(stage: str) -> MetricCollection:
@@ -69,22 +57,14 @@ def stage_metrics(stage: str) -> MetricCollection:
     )
 
 
-def partial_config(factory: Any) -> dict[str, Any] | None:
-    """A `_partial_` factory from config as plain data again (checkpoints hold no Python objects)."""
-    if not isinstance(factory, functools.partial):
-        return None
-    func = factory.func
-    return {"_target_": f"{func.__module__}.{func.__qualname__}", "_partial_": True, **factory.keywords}
-
-
 class EmotionClassifier(L.LightningModule):
     """Trains any `EmotionNet`.
 
     Everything it trains with comes from config (`conf/model/default.yaml`, `conf/loss/`): the network
     (`net`), the loss and the optimizer as `_partial_` factories, the warm-up schedule. The encoder
     and the freshly initialised head learn at their own rates (`encoder_lr`, the optimizer's `lr`).
-    The network's and the loss's configs go into the checkpoint as plain data, so `load_classifier`
-    rebuilds the model without Hydra.
+    The network's and the loss's configs go into the checkpoint as plain data, so
+    `models.checkpoints.load_classifier` rebuilds the model without Hydra.
     """
 
     def __init__(
@@ -142,7 +122,7 @@ class EmotionClassifier(L.LightningModule):
         self.skipped_in_a_row = 0
         # Fitted on each validation's logits while training (so a checkpoint carries the temperature of its
         # weights), or by a validation of a model that has none yet (None: from before calibration).
-        self.temperature: float | None = None
+        self.calibration_temperature: float | None = None
         # Every process's logits, gathered on compute(): the temperature and ECE see the whole split under DDP.
         self.val_logits, self.val_targets = CatMetric(), CatMetric()
         self.test_logits, self.test_targets = CatMetric(), CatMetric()
@@ -164,26 +144,26 @@ class EmotionClassifier(L.LightningModule):
             # Now, before a precision plugin may convert the weights: the digest is of the published ones.
             self._encoder_digest = weights_digest(self.net.encoder)
         datamodule = getattr(self.trainer, "datamodule", None)
-        if getattr(datamodule, "uses_feature_cache", False):
-            self.cache_layer = self._check_cache_layer(datamodule.hparams.feature_cache.get("layer", -1))
-        self._check_teacher(datamodule, stage)
-        counts = getattr(datamodule, "class_counts", None)
-        if counts is not None and hasattr(self.loss_fn, "set_class_counts"):
-            self.loss_fn.set_class_counts(counts)  # losses whose weights follow the training split
+        if datamodule is None:  # loaders passed to fit directly: token-id batches, no teacher
+            return
+        if datamodule.feature_cache_layer is not None:
+            self.cache_layer = self._check_cache_layer(datamodule.feature_cache_layer)
+        self._check_teacher(datamodule.teacher_logits_file, stage)
+        if hasattr(self.loss_fn, "set_class_counts"):
+            self.loss_fn.set_class_counts(datamodule.class_counts)  # losses whose weights follow the training split
 
-    def _check_teacher(self, datamodule: Any, stage: str) -> None:
+    def _check_teacher(self, teacher_logits_file: str | None, stage: str) -> None:
         """A distillation loss needs teacher logits in the training batches, and teacher logits need it."""
         wants = getattr(self.loss_fn, "uses_teacher", False)
-        has = getattr(datamodule, "has_teacher_logits", False)
-        if stage == "fit" and wants and not has:
+        if stage == "fit" and wants and not teacher_logits_file:
             raise ConfigError(
                 "loss=distill needs data.teacher_logits=<file>: use experiment=distilled_cpu (the committed "
                 "teacher logits), or train a teacher (experiment=teacher_mpnet) and run python -m "
                 "emotion_lab.tools.teacher_logits <its checkpoints> --out <file>"
             )
-        if stage == "fit" and has and not wants:
+        if stage == "fit" and teacher_logits_file and not wants:
             raise ConfigError(
-                f"data.teacher_logits={datamodule.hparams.teacher_logits!r} is set but loss "
+                f"data.teacher_logits={teacher_logits_file!r} is set but loss "
                 f"{type(self.loss_fn).__name__} does not use a teacher; add loss=distill or drop data.teacher_logits"
             )
 
@@ -302,10 +282,10 @@ class EmotionClassifier(L.LightningModule):
             return
         if not torch.isfinite(logits).all():
             log.warning("validation logits are not finite: temperature not fitted")
-        elif self.trainer.state.fn == "fit" or self.temperature is None:
-            self.temperature = fit_temperature(logits, targets)
-        if self.temperature is not None:
-            self.log("val/temperature", self.temperature)
+        elif self.trainer.state.fn == "fit" or self.calibration_temperature is None:
+            self.calibration_temperature = fit_temperature(logits, targets)
+        if self.calibration_temperature is not None:
+            self.log("val/temperature", self.calibration_temperature)
             self.log_dict({f"val/{k}": v for k, v in calibration_scores(logits, targets).items()})
 
     @staticmethod
@@ -334,7 +314,7 @@ class EmotionClassifier(L.LightningModule):
         logits, targets = self._gathered(self.test_logits, self.test_targets)
         if logits is not None and torch.isfinite(logits).all():
             raw = calibration_scores(logits, targets)
-            calibrated = calibration_scores(logits, targets, self.temperature or 1.0)
+            calibrated = calibration_scores(logits, targets, self.calibration_temperature or 1.0)
             self.log_dict({f"test/{k}": v for k, v in raw.items()})
             self.log_dict({f"test/{k}_calibrated": v for k, v in calibrated.items()})
 
@@ -353,31 +333,10 @@ class EmotionClassifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["id2label"] = dict(ID2LABEL)
-        # What a resumed run needs to continue exactly: dropout's random stream and the step guard's counts.
-        checkpoint["emotion_lab_state"] = {
-            "torch_rng": torch.get_rng_state(),
-            "skipped_steps": self.skipped_steps,
-            "skipped_in_a_row": self.skipped_in_a_row,
-        }
-        if self.temperature is not None:
-            checkpoint["temperature"] = self.temperature
-        if self.reference_frozen_encoder:
-            for weights in WEIGHT_SETS:
-                state = checkpoint.get(weights, {})
-                for key in [k for k in state if k.startswith(ENCODER_PREFIX)]:
-                    del state[key]
-            digest = self._encoder_digest or weights_digest(self.net.encoder)
-            checkpoint["encoder_ref"] = {"name": self.net.config["encoder_name"], "sha256": digest}
+        save_extras(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        restore_referenced_encoder(checkpoint, self.net.encoder, "checkpoint")
-        state = checkpoint.get("emotion_lab_state", {})
-        self.skipped_steps = state.get("skipped_steps", 0)
-        self.skipped_in_a_row = state.get("skipped_in_a_row", 0)
-        self.temperature = checked_temperature(checkpoint.get("temperature"), "checkpoint")
-        # Restored at the first training batch, not now: restoring runs validation first, which draws too.
-        self._resume_rng = state.get("torch_rng")
+        restore_extras(self, checkpoint)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if getattr(self, "_resume_rng", None) is not None:
@@ -387,57 +346,3 @@ class EmotionClassifier(L.LightningModule):
                 # from the global generator here; within an epoch it draws nothing (tests/test_resume.py).
                 torch.empty((), dtype=torch.int64).random_()
             self._resume_rng = None
-
-
-def checkpoint_loss(config: dict[str, Any] | None) -> Callable[[], nn.Module] | None:
-    """The loss a checkpoint recorded, rebuilt as data: the class is looked up by its exact name among
-    emotion_lab's losses and called with plain values only (no Hydra, so nothing nested is built).
-    Checkpoints from before losses had a `_target_` name them `focal` or `ce`. Anything else is
-    reported as cross-entropy."""
-    if not config:
-        return None
-    config = dict(config)
-    if "_target_" not in config:
-        name = config.pop("name", "focal")
-        config = {
-            "_target_": "emotion_lab.models.losses." + ("CrossEntropyLoss" if name == "ce" else "FocalLoss"),
-            **({"gamma": config["gamma"]} if name != "ce" and "gamma" in config else {}),
-            "alpha": None if config.get("alpha") in (None, "none") else config["alpha"],
-            "label_smoothing": config.get("label_smoothing", 0.0),
-        }
-    cls = CHECKPOINT_LOSSES.get(config.pop("_target_"))
-    config.pop("_partial_", None)
-    plain = all(isinstance(v, (int, float, str, type(None))) or _is_number_list(v) for v in config.values())
-    if cls is None or not plain:
-        log.warning("the checkpoint's loss is not one of emotion_lab's: losses are reported as cross-entropy")
-        return None
-    return functools.partial(cls, **config)
-
-
-def _is_number_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, (int, float)) for v in value)
-
-
-def load_classifier(
-    ckpt_path: str | Path,
-    map_location: str | torch.device = "cpu",
-    trusted_modules: Sequence[str] = (),
-    allow_download: bool = False,
-) -> EmotionClassifier:
-    """Rebuild a classifier from a Lightning checkpoint alone (no Hydra composition, no unpickling; the
-    network class must be emotion_lab's or from `trusted_modules`, and its encoder is downloaded only with
-    `allow_download`: see `emotion_lab.models.loading`)."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise ModelLoadError(f"ckpt_path={str(ckpt_path)!r}: no such checkpoint file")
-    checkpoint = read_checkpoint(path, map_location)
-    net = checkpoint_network(checkpoint, path, trusted_modules, allow_download=allow_download)
-    model = EmotionClassifier(net, loss=checkpoint_loss(checkpoint["hyper_parameters"].get("loss")))
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except (KeyError, RuntimeError) as err:
-        raise ModelLoadError(
-            f"{path}: weights do not fit the network its config describes ({first_line(err)})"
-        ) from None
-    model.temperature = checked_temperature(checkpoint.get("temperature"), path)
-    return model.eval()

@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from emotion_lab.data.labels import ID2LABEL
+from emotion_lab.encoders.loading import downloads_refused
 from emotion_lab.errors import ModelLoadError, first_line
-from emotion_lab.models.encoder import downloads_refused
+from emotion_lab.labels import ID2LABEL
 from emotion_lab.models.networks import EmotionNet
 
 TRUSTED_BY_DEFAULT = ("emotion_lab",)

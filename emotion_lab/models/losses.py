@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emotion_lab.data.labels import NUM_CLASSES
 from emotion_lab.errors import ConfigError
+from emotion_lab.labels import NUM_CLASSES
 
 ALPHA_MODES = ("inverse_frequency",)
 

@@ -5,19 +5,24 @@ Every network splits into `encode(input_ids, attention_mask) -> (hidden, mask)` 
 records its constructor arguments in `self.config` (with `_target_`), which checkpoints and
 exported models store to rebuild it without Hydra.
 
-Adding a variant: subclass `EmotionNet`, implement `head`, call `self._record_config(...)`, and
-add `conf/model/net/<name>.yaml` with its `_target_`.
+Adding a variant: subclass `EmotionNet` (its constructor takes `pretrained`), implement `head`, and
+add `conf/model/net/<name>.yaml` with its `_target_`; the config is recorded from the constructor's
+arguments (docs/extending.md).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from typing import Any
+
 import torch
 from torch import nn
 
-from emotion_lab.data.labels import NUM_CLASSES
+from emotion_lab.encoders.loading import DEFAULT_ENCODER, load_encoder, run_layers, transformer_layers
 from emotion_lab.errors import ConfigError
+from emotion_lab.labels import NUM_CLASSES
 from emotion_lab.models.bilstm import LSTM_IMPLS, run_bilstm
-from emotion_lab.models.encoder import DEFAULT_ENCODER, load_encoder, run_layers, transformer_layers
 
 POOLING = ("mean", "max", "first", "mean_max")
 
@@ -71,9 +76,30 @@ class EmotionNet(nn.Module):
         # are: without this, fine-tuning would silently run with the encoder's dropout off.
         self.train()
 
-    def _record_config(self, **kwargs) -> None:
-        cls = type(self)
-        self.config = {"_target_": f"{cls.__module__}.{cls.__qualname__}", **kwargs}
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every subclass records its constructor's arguments in `self.config`, from the signature."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__init__
+        signature = inspect.signature(init)
+        if "pretrained" not in signature.parameters:
+            raise TypeError(f"{cls.__qualname__}.__init__ must take `pretrained` (loading passes pretrained=False)")
+        if any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values()):
+            raise TypeError(f"{cls.__qualname__}.__init__ takes *args: a stored config can only name arguments")
+        var_kw = next((n for n, p in signature.parameters.items() if p.kind is p.VAR_KEYWORD), None)
+
+        @functools.wraps(init)
+        def recording_init(self: EmotionNet, *args: Any, **kw: Any) -> None:
+            init(self, *args, **kw)
+            if type(self) is cls:  # the most derived constructor's arguments describe the network
+                bound = signature.bind(self, *args, **kw)
+                bound.apply_defaults()
+                # `pretrained` is not recorded: a stored network is rebuilt with pretrained=False.
+                named = dict(bound.arguments)
+                named.update(named.pop(var_kw, {}) if var_kw else {})
+                named = {k: v for k, v in named.items() if k not in ("self", "pretrained")}
+                self.config = {"_target_": f"{cls.__module__}.{cls.__qualname__}", **named}
+
+        cls.__init__ = recording_init
 
     @property
     def frozen_depth(self) -> int:
@@ -161,20 +187,6 @@ class BiLSTMAttentionNet(EmotionNet):
             raise ConfigError(f"model.net.lstm_impl={lstm_impl!r}: allowed values are {LSTM_IMPLS}")
         super().__init__(encoder_name, pretrained, freeze_encoder, num_classes, frozen_layers)
         self.lstm_impl = lstm_impl
-        self._record_config(
-            encoder_name=encoder_name,
-            lstm_hidden=lstm_hidden,
-            lstm_layers=lstm_layers,
-            attn_heads=attn_heads,
-            dropout=dropout,
-            attn_dropout=attn_dropout,
-            pooling=pooling,
-            residual_norm=residual_norm,
-            lstm_impl=lstm_impl,
-            freeze_encoder=freeze_encoder,
-            frozen_layers=frozen_layers,
-            num_classes=num_classes,
-        )
         width = 2 * lstm_hidden if lstm_layers else self.encoder_dim
         self.lstm = (
             nn.LSTM(
@@ -242,14 +254,6 @@ class EncoderLinearNet(EmotionNet):
     ) -> None:
         _check_pooling_and_dropout(pooling, dropout=dropout)
         super().__init__(encoder_name, pretrained, freeze_encoder, num_classes, frozen_layers)
-        self._record_config(
-            encoder_name=encoder_name,
-            dropout=dropout,
-            pooling=pooling,
-            freeze_encoder=freeze_encoder,
-            frozen_layers=frozen_layers,
-            num_classes=num_classes,
-        )
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.encoder_dim * (2 if pooling == "mean_max" else 1), num_classes)

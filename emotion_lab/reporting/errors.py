@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import f1_score
 
-from emotion_lab.data.labels import LABELS
+from emotion_lab.labels import LABELS
 from emotion_lab.utils.atomic import atomic_open
 
 ERROR_COLUMNS = ("text", "true", "predicted", "probability")

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from emotion_lab.data.labels import LABELS
+from emotion_lab.labels import LABELS
 
 # Per-class test F1 the reference BERT-BiLSTM-attention build reported (its own report, weighted 0.70,
 # macro 0.61; docs/experiments/2026-11-27-calibration-and-figures.md): every run's F1 chart shows it.

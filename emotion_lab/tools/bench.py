@@ -20,45 +20,29 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import statistics
 import sys
 import time
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from omegaconf import DictConfig, OmegaConf
 
-from datasets import DatasetDict
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf, open_dict
-
-from emotion_lab.data.labels import LABELS
 from emotion_lab.data.sources import load_splits
 from emotion_lab.data.teacher_logits import TeacherLogits, TeacherLogitsError
 from emotion_lab.errors import UserInputError
+from emotion_lab.labels import LABELS
 from emotion_lab.tools.results_page import publish
 from emotion_lab.utils.atomic import write_text
-from emotion_lab.utils.config import CONFIG_DIR, PROJECT_ROOT, cpu_has_native_bf16, repo_relative
+from emotion_lab.utils.config import CONFIG_DIR, PROJECT_ROOT, compose_train, repo_relative
+from emotion_lab.utils.records import provenance
 
 log = logging.getLogger("emotion_lab.tools.bench")
 
 
 class BenchConfigError(UserInputError, ValueError):
     """A benchmark row that would select models on something other than validation, or a bad option."""
-
-
-def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    GlobalHydra.instance().clear()
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
 
 
 def check_validation_only(name: str, cfg: DictConfig) -> None:
@@ -113,94 +97,6 @@ def run_svm(data: DictConfig, settings: DictConfig, limit: int | None) -> dict[s
         "sentences_per_s": infer,
         "chosen": f"C={best[0]}",
         "provenance": provenance(),
-    }
-
-
-def cpu_model() -> str:
-    """The CPU's model name (a speed measured on one CPU does not carry to another)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def versions(*packages: str) -> dict[str, str]:
-    """Installed versions of `packages` (absent ones as "not installed")."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in packages:
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "not installed"
-    return found
-
-
-def configured_splits(data_dir: str | None, limit: int | None = None) -> tuple[DatasetDict, str]:
-    """The splits found where training finds them (conf/data, or `data_dir`), and their source."""
-    data = compose_train([f"data.dir={data_dir}"] if data_dir else [], Path(".")).data
-    return load_splits(data.dir, data.fallback_dirs, data.hub_id, data.on_bad_line, limit)
-
-
-def test_split(data_dir: str | None) -> tuple[list[str], list[int], str]:
-    """The test split's texts and label ids, found where training finds them (conf/data), and their source."""
-    splits, source = configured_splits(data_dir)
-    return list(splits["test"]["text"]), list(splits["test"]["label"]), source
-
-
-def run_record(tool: str, argv: list[str] | None, code: dict[str, Any], packages: tuple[str, ...]) -> dict[str, Any]:
-    """What every measurement records: date, CPU, the command as typed, the code (`provenance()` taken when
-    the measurement started) and the versions of `packages`."""
-    args = sys.argv[1:] if argv is None else argv
-    return {
-        "date": date.today().isoformat(),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "command": f"python -m emotion_lab.tools.{tool} " + " ".join(args),
-        "provenance": code,
-        "versions": versions(*packages),
-    }
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
-
-
-def save_results(out: Path, results: dict[str, Any], table: str) -> None:
-    """results.json and results.md into `out` (paths relative to the checkout), and both to the terminal."""
-    results = json.loads(repo_relative(json.dumps(results)))
-    table = repo_relative(table)
-    write_text(out / "results.json", json.dumps(results, indent=2))
-    write_text(out / "results.md", table)
-    print(json.dumps(results["meta"]))
-    print(table)
-
-
-def provenance() -> dict[str, Any]:
-    """What produced a result: code commit (and whether the tree had changes), CPU, torch."""
-    import subprocess
-
-    import torch
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
-        except OSError:
-            return ""
-
-    return {
-        "commit": git("rev-parse", "--short", "HEAD") or "unknown",
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "date": datetime.now().isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "cpu_native_bf16": cpu_has_native_bf16(),
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
     }
 
 

@@ -23,12 +23,11 @@ import hydra
 import torch
 
 from emotion_lab.data.datamodule import EmotionDataModule
-from emotion_lab.models.encoder import DEFAULT_ENCODER
+from emotion_lab.encoders.loading import DEFAULT_ENCODER
 from emotion_lab.models.losses import FocalLoss
 from emotion_lab.models.networks import LSTM_IMPLS, BiLSTMAttentionNet
-from emotion_lab.tools.bench import compose_train
 from emotion_lab.utils.atomic import write_text
-from emotion_lab.utils.config import PROJECT_ROOT
+from emotion_lab.utils.config import PROJECT_ROOT, compose_train
 
 
 def time_head(

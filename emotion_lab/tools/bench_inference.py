@@ -17,19 +17,17 @@ only). Writes results.md and results.json with the CPU model, thread counts and 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from pathlib import Path
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 import torch
 from sklearn.metrics import f1_score
 
-from emotion_lab.data.labels import LABEL2ID
+from emotion_lab.data.sources import test_split
 from emotion_lab.inference.predictor import ONNX_FILE, ONNX_INT8_FILE, EmotionPredictor
-from emotion_lab.tools.bench import markdown_table, provenance, run_record, save_results, test_split
+from emotion_lab.labels import LABEL2ID
+from emotion_lab.utils.records import markdown_table, provenance, run_record, save_results
 
 PIPELINE = "transformers pipeline (same backbone, linear head)"
 
@@ -69,7 +67,7 @@ def bench_pipeline(model_dir: Path, texts, latency_n: int, batch_size: int) -> d
     from safetensors.torch import load_file
     from transformers import AutoModelForSequenceClassification, pipeline
 
-    from emotion_lab.models.encoder import downloads_refused, load_encoder_config, load_tokenizer
+    from emotion_lab.encoders.loading import downloads_refused, load_encoder_config, load_tokenizer
 
     # The folder's sizes checked against its weights, and its own files only, refused if they name code.
     EmotionPredictor.from_pretrained(model_dir, backend="torch")
@@ -120,7 +118,7 @@ def with_onnx(model_dir: Path, out: Path) -> Path:
     """The model folder if it has its ONNX files, else a copy with them exported into `out`."""
     if (model_dir / ONNX_FILE).is_file() and (model_dir / ONNX_INT8_FILE).is_file():
         return model_dir
-    from emotion_lab.export import export
+    from emotion_lab.inference.export import export
 
     return export(model_dir, out / "model", onnx=True)
 

@@ -41,8 +41,9 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from emotion_lab.tools.bench import markdown_table, provenance, run_record, save_results, test_split
+from emotion_lab.data.sources import test_split
 from emotion_lab.utils.config import PROJECT_ROOT
+from emotion_lab.utils.records import markdown_table, provenance, run_record, save_results
 
 _POST = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 # What a slow client sends first, and what it adds every second until the server gives up on it.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = str(PROJECT_ROOT / "conf")
@@ -48,3 +50,14 @@ def repo_relative(text: str) -> str:
     """`text` with this checkout's absolute paths written relative to it: a committed result names no machine."""
     text = text.replace(f"{PROJECT_ROOT}/", "").replace(str(PROJECT_ROOT), ".")  # the checkout before its parent
     return text.replace(f"{PROJECT_ROOT.parent}/", "../")
+
+
+def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
+    """conf/train.yaml with `overrides`, as `python -m emotion_lab.train` composes it, writing into `output_dir`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg

@@ -10,7 +10,7 @@ import torch
 
 from emotion_lab.callbacks.figures import RunFigures
 from emotion_lab.callbacks.reports import calibration_lines
-from emotion_lab.data.labels import LABELS
+from emotion_lab.labels import LABELS
 
 
 def fake_trainer(metrics: dict, datamodule=None):
@@ -29,7 +29,7 @@ def run_callback(tmp_path, temperature, datamodule=None):
     metrics = {f"test_{kind}/{label}": 0.5 for kind in ("precision", "recall", "f1") for label in LABELS}
     metrics |= {"test/f1_weighted": 0.5, "test/ece": 0.2, "test/ece_calibrated": 0.1}
     callback = RunFigures(str(tmp_path), run_name="unit")
-    trainer, module = fake_trainer(metrics, datamodule), SimpleNamespace(temperature=temperature)
+    trainer, module = fake_trainer(metrics, datamodule), SimpleNamespace(calibration_temperature=temperature)
     callback.on_test_epoch_start(trainer, module)
     for start in range(0, 60, 20):
         outputs = {"logits": logits[start : start + 20], "targets": targets[start : start + 20]}
@@ -80,7 +80,7 @@ def drawn_reliability(tmp_path, monkeypatch, temperature, metrics):
     save = figures.save
     monkeypatch.setattr(figures, "save", lambda fig, path: drawn.setdefault(Path(path).name, fig) and save(fig, path))
     callback = RunFigures(str(tmp_path), run_name="unit")
-    trainer, module = fake_trainer(metrics), SimpleNamespace(temperature=temperature)
+    trainer, module = fake_trainer(metrics), SimpleNamespace(calibration_temperature=temperature)
     callback.on_test_epoch_start(trainer, module)
     for batch, rows in enumerate((slice(0, 2), slice(2, 3))):
         callback.on_test_batch_end(
@@ -117,7 +117,7 @@ def test_the_test_report_gives_the_calibration_of_the_test_predictions(tmp_path)
     scaled = calibration_scores(HAND_LOGITS, HAND_TARGETS, 0.5)
     logged |= {f"test/{k}_calibrated": torch.tensor(v) for k, v in scaled.items()}
     trainer = SimpleNamespace(callback_metrics=logged, is_global_zero=True, datamodule=None, world_size=1)
-    module = SimpleNamespace(temperature=0.5)
+    module = SimpleNamespace(calibration_temperature=0.5)
     report = TestReport(str(tmp_path))
     report.on_test_epoch_start(trainer, module)
     outputs = {"preds": HAND_LOGITS.argmax(-1), "targets": HAND_TARGETS, "logits": HAND_LOGITS}

@@ -22,7 +22,7 @@ def run(tmp_path, datamodule, with_logits=True):
     torch.manual_seed(0)
     logits = torch.randn(12, 6)
     trainer = SimpleNamespace(callback_metrics={}, is_global_zero=True, datamodule=datamodule, world_size=1)
-    module = SimpleNamespace(temperature=None)
+    module = SimpleNamespace(calibration_temperature=None)
     report = TestReport(str(tmp_path))
     report.on_test_epoch_start(trainer, module)
     for start in (0, 6):

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from emotion_lab.data import LABELS
 from emotion_lab.data.datamodule import EmotionDataModule
 from emotion_lab.data.sources import (
     DATA_DIR_ENV,
@@ -11,6 +10,7 @@ from emotion_lab.data.sources import (
     read_split_file,
     resolve_data_dir,
 )
+from emotion_lab.labels import LABELS
 from tests.conftest import write_split_files
 
 

@@ -6,7 +6,7 @@ from omegaconf import open_dict
 
 from emotion_lab.data.datamodule import EmotionDataModule
 from emotion_lab.data.feature_cache import FeatureCache, collate_states
-from emotion_lab.models.encoder import load_encoder
+from emotion_lab.encoders.loading import load_encoder
 from emotion_lab.models.networks import BiLSTMAttentionNet
 from emotion_lab.train import train
 from tests.conftest import QUIET, compose_config

@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("onnxruntime")
 
 from emotion_lab.errors import ModelLoadError  # noqa: E402
-from emotion_lab.export import export  # noqa: E402
+from emotion_lab.inference.export import export  # noqa: E402
 from emotion_lab.inference.onnx import OnnxBackend, check_onnx  # noqa: E402
 from emotion_lab.inference.predictor import EmotionPredictor, TorchBackend  # noqa: E402
 
@@ -137,7 +137,7 @@ def test_exporting_over_a_folder_drops_its_old_onnx_files(tiny_onnx_model, tmp_p
     ids=["encoder_linear", "no_attention", "no_lstm"],
 )
 def test_every_network_variant_exports(tiny_encoder, tmp_path, net_config):
-    from emotion_lab.models.encoder import load_tokenizer
+    from emotion_lab.encoders.loading import load_tokenizer
     from emotion_lab.models.loading import build_network
 
     torch.manual_seed(0)

@@ -28,7 +28,7 @@ def test_word_attention_sums_word_pieces_and_leaves_out_special_tokens(tiny_mode
 
 
 def test_word_attention_needs_an_attention_layer(tiny_encoder):
-    from emotion_lab.models.encoder import load_tokenizer
+    from emotion_lab.encoders.loading import load_tokenizer
     from emotion_lab.models.networks import BiLSTMAttentionNet
 
     torch.manual_seed(0)

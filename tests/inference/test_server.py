@@ -18,11 +18,11 @@ uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
 pytest.importorskip("aiohttp")
 
-from emotion_lab.data.labels import LABELS  # noqa: E402
 from emotion_lab.inference.batching import Limits  # noqa: E402
 from emotion_lab.inference.header_deadline import header_deadline_protocol  # noqa: E402
 from emotion_lab.inference.predictor import EmotionPredictor, Prediction  # noqa: E402
 from emotion_lab.inference.server import create_app, public_config, without_paths  # noqa: E402
+from emotion_lab.labels import LABELS  # noqa: E402
 from emotion_lab.tools.load_test import free_port, wait_for_server  # noqa: E402
 
 

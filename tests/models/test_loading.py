@@ -6,9 +6,9 @@ import sys
 import pytest
 import torch
 
+from emotion_lab.encoders.loading import load_tokenizer
 from emotion_lab.errors import ModelLoadError
 from emotion_lab.inference import EmotionPredictor
-from emotion_lab.models.encoder import load_tokenizer
 from emotion_lab.models.loading import build_network
 from emotion_lab.models.networks import EncoderLinearNet
 from emotion_lab.predict import main as predict

@@ -3,9 +3,9 @@ import functools
 import pytest
 import torch
 
+from emotion_lab.encoders.loading import EncoderNotFoundError, load_encoder, load_tokenizer
 from emotion_lab.errors import ConfigError
 from emotion_lab.models.classifier import EmotionClassifier
-from emotion_lab.models.encoder import EncoderNotFoundError, load_encoder, load_tokenizer
 from emotion_lab.models.losses import FocalLoss
 from emotion_lab.models.networks import BiLSTMAttentionNet, EncoderLinearNet
 from emotion_lab.models.optim import WarmupSchedule

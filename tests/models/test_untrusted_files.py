@@ -15,11 +15,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from emotion_lab.encoders import loading as encoder_module
+from emotion_lab.encoders.embedded import EmbeddedEncoderError
+from emotion_lab.encoders.loading import RemoteCodeRefusedError, load_tokenizer
 from emotion_lab.errors import ModelLoadError, UserInputError
 from emotion_lab.inference import EmotionPredictor
-from emotion_lab.models import encoder as encoder_module
-from emotion_lab.models.embedded import EmbeddedEncoderError
-from emotion_lab.models.encoder import RemoteCodeRefusedError, load_tokenizer
 from emotion_lab.models.networks import BiLSTMAttentionNet
 from emotion_lab.predict import main as predict
 
@@ -163,7 +163,7 @@ def test_allow_download_lets_the_hub_be_asked(tmp_path, tiny_encoder, monkeypatc
         raise OSError("not reachable in the test")
 
     ckpt = tiny_checkpoint(tmp_path / "x.ckpt", tiny_encoder, "someone/big-encoder")
-    monkeypatch.setattr("emotion_lab.models.encoder.AutoConfig.from_pretrained", hub)
+    monkeypatch.setattr("emotion_lab.encoders.loading.AutoConfig.from_pretrained", hub)
     with pytest.raises(UserInputError, match="cannot load its config"):
         EmotionPredictor.from_pretrained(ckpt, allow_download=True)
     assert asked == [("someone/big-encoder", False, False)]
@@ -280,7 +280,7 @@ def test_predict_passes_allow_download_to_the_loader(tmp_path, tiny_encoder, mon
         asked.append(kwargs["local_files_only"])
         raise OSError("not reachable in the test")
 
-    monkeypatch.setattr("emotion_lab.models.encoder.AutoConfig.from_pretrained", hub)
+    monkeypatch.setattr("emotion_lab.encoders.loading.AutoConfig.from_pretrained", hub)
     assert predict([str(ckpt), "--input", "-", "--allow-download"]) == 2
     assert asked == [False]
 

@@ -4,7 +4,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from emotion_lab.data.labels import LABELS
+from emotion_lab.labels import LABELS
 from emotion_lab.reporting import figures
 
 F1 = dict(zip(LABELS, [0.97, 0.95, 0.81, 0.93, 0.90, 0.73]))

@@ -6,9 +6,9 @@ from omegaconf import OmegaConf, open_dict
 
 from emotion_lab.data.teacher_logits import TeacherLogitsError
 from emotion_lab.tools import bench_head
-from emotion_lab.tools.bench import BenchConfigError, check_teacher_logits, check_validation_only, compose_train, main
+from emotion_lab.tools.bench import BenchConfigError, check_teacher_logits, check_validation_only, main
 from emotion_lab.tools.results_page import publish
-from emotion_lab.utils.config import CONFIG_DIR
+from emotion_lab.utils.config import CONFIG_DIR, compose_train
 from tests.conftest import QUIET
 
 
@@ -151,8 +151,8 @@ def test_a_distilling_row_needs_teacher_logits_made_on_its_data(tmp_path, data_d
 
 
 def test_saved_results_name_paths_relative_to_the_checkout(tmp_path):
-    from emotion_lab.tools.bench import save_results
     from emotion_lab.utils.config import PROJECT_ROOT
+    from emotion_lab.utils.records import save_results
 
     meta = {"command": f"bench --out {PROJECT_ROOT}/outputs/b", "data": f"{PROJECT_ROOT.parent}/shared/data/emotion"}
     save_results(tmp_path, {"meta": meta}, f"from {PROJECT_ROOT}/outputs/b\n")

@@ -9,8 +9,8 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from emotion_lab.data.labels import LABELS  # noqa: E402
 from emotion_lab.inference.predictor import EmotionPredictor  # noqa: E402
+from emotion_lab.labels import LABELS  # noqa: E402
 from emotion_lab.tools import bench_inference  # noqa: E402
 
 PIPELINE = "transformers pipeline (same backbone, linear head)"

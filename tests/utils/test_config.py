@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from emotion_lab.tools.bench import compose_train
-from emotion_lab.utils.config import mixed_precision
+from emotion_lab.utils.config import compose_train, mixed_precision
 
 
 def fake_cpu(monkeypatch, avx512_bf16: bool, amx: bool, onednn_bf16: bool = True) -> None:

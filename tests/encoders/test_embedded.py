@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from emotion_lab.models import embedded
-from emotion_lab.models.embedded import EmbeddedEncoderError, SplitZipEncoder, prepare, volume_paths
-from emotion_lab.models.encoder import resolve_encoder
+from emotion_lab.encoders import embedded
+from emotion_lab.encoders.embedded import EmbeddedEncoderError, SplitZipEncoder, prepare, volume_paths
+from emotion_lab.encoders.loading import resolve_encoder
 
 WEIGHTS = b"not really weights, but bytes with a known hash" * 1000
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import MPNetConfig, MPNetModel
 
+from emotion_lab.encoders.loading import run_layers
 from emotion_lab.errors import ConfigError
-from emotion_lab.models.encoder import run_layers
 
 
 def test_an_encoder_whose_layers_need_more_than_a_mask_is_not_run_from_a_layer():

@@ -7,10 +7,10 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from emotion_lab.data import teacher_logits as tl
-from emotion_lab.data.labels import LABELS
-from emotion_lab.data.teacher_logits import TeacherLogits, TeacherLogitsError, refresh, split_hash
+from emotion_lab.data.teacher_logits import TeacherLogits, TeacherLogitsError, split_hash
 from emotion_lab.errors import ConfigError
+from emotion_lab.labels import LABELS
+from emotion_lab.tools import teacher_logits as tl
 from emotion_lab.tools.teacher_logits import main as teacher_logits_main
 from emotion_lab.train import train
 
@@ -33,16 +33,16 @@ def counted(monkeypatch):
 def test_logits_are_reused_until_the_teacher_or_the_data_changes(tmp_path, counted):
     ckpt, out = tmp_path / "teacher.ckpt", tmp_path / "logits.safetensors"
     ckpt.write_bytes(b"\x01weights")
-    first, computed = refresh([ckpt], SPLITS, out)
+    first, computed = tl.refresh([ckpt], SPLITS, out)
     assert computed and counted == ["teacher.ckpt"] * 2  # one run per split
     assert first.logits["train"].shape == (1, 2, len(LABELS))
-    _, computed = refresh([ckpt], SPLITS, out)
+    _, computed = tl.refresh([ckpt], SPLITS, out)
     assert not computed and len(counted) == 2
     ckpt.write_bytes(b"\x02weights")  # retrained teacher
-    changed, computed = refresh([ckpt], SPLITS, out)
+    changed, computed = tl.refresh([ckpt], SPLITS, out)
     assert computed and changed.logits["train"][0, 0, 0] == 2.0
     edited = {**SPLITS, "train": (["i feel sad", "i feel happy"], [0, 1])}
-    _, computed = refresh([ckpt], edited, out)
+    _, computed = tl.refresh([ckpt], edited, out)
     assert computed and len(counted) == 6
     assert TeacherLogits.load(out).data_hashes["train"] == split_hash(*edited["train"])
 
@@ -51,7 +51,7 @@ def test_an_ensemble_keeps_every_teachers_logits(tmp_path, counted):
     ckpts = [tmp_path / "a.ckpt", tmp_path / "b.ckpt"]
     ckpts[0].write_bytes(b"\x01")
     ckpts[1].write_bytes(b"\x05")
-    result, _ = refresh(ckpts, SPLITS, tmp_path / "out.safetensors")
+    result, _ = tl.refresh(ckpts, SPLITS, tmp_path / "out.safetensors")
     per_sentence = TeacherLogits.load(tmp_path / "out.safetensors").for_split("train", *SPLITS["train"], "x")
     assert per_sentence.shape == (2, 2, len(LABELS)) and per_sentence[0, :, 0].tolist() == [1.0, 5.0]
     assert [t["checkpoint"] for t in result.teachers] == ["a.ckpt", "b.ckpt"]
@@ -60,7 +60,7 @@ def test_an_ensemble_keeps_every_teachers_logits(tmp_path, counted):
 def test_logits_from_other_data_labels_or_nowhere_are_refused_with_the_command(tmp_path, counted):
     ckpt, out = tmp_path / "teacher.ckpt", tmp_path / "logits.safetensors"
     ckpt.write_bytes(b"\x01")
-    refresh([ckpt], SPLITS, out)
+    tl.refresh([ckpt], SPLITS, out)
     loaded = TeacherLogits.load(out)
     with pytest.raises(TeacherLogitsError, match="made on other train data.*-m emotion_lab.tools.teacher_logits"):
         loaded.for_split("train", ["i feel sad"], [0], out)
@@ -75,7 +75,7 @@ def test_logits_from_other_data_labels_or_nowhere_are_refused_with_the_command(t
     with pytest.raises(TeacherLogitsError, match="not a teacher-logits file"):
         TeacherLogits.load(tmp_path / "bad.safetensors")
     with pytest.raises(TeacherLogitsError, match="no such file; train the teacher first"):
-        refresh([tmp_path / "nope.ckpt"], SPLITS, out)
+        tl.refresh([tmp_path / "nope.ckpt"], SPLITS, out)
 
 
 def test_distillation_without_teacher_logits_names_the_command(tiny_train_cfg):
@@ -126,13 +126,13 @@ def test_a_teacher_trained_on_other_labels_is_refused_with_what_to_run(tmp_path)
     net = {"_target_": "emotion_lab.models.networks.BiLSTMAttentionNet"}
     torch.save({"hyper_parameters": {"net": net}, "state_dict": {}, "id2label": {0: "neg", 1: "pos"}}, ckpt)
     with pytest.raises(TeacherLogitsError, match="differ from emotion_lab's.*trained on this label set.*teacher_mpnet"):
-        refresh([ckpt], SPLITS, tmp_path / "out.safetensors")
+        tl.refresh([ckpt], SPLITS, tmp_path / "out.safetensors")
 
 
 def test_logits_of_the_wrong_shape_or_not_finite_are_refused(tmp_path, counted):
     ckpt, out = tmp_path / "teacher.ckpt", tmp_path / "logits.safetensors"
     ckpt.write_bytes(b"\x01")
-    result, _ = refresh([ckpt], SPLITS, out)
+    result, _ = tl.refresh([ckpt], SPLITS, out)
     result.logits["train"][0, 1, 2] = float("nan")
     result.save(out)
     with pytest.raises(TeacherLogitsError, match="or not finite"):
@@ -152,10 +152,9 @@ def test_teacher_logits_without_a_distillation_loss_or_with_augmentation_are_con
     from emotion_lab.models.networks import BiLSTMAttentionNet
 
     model = EmotionClassifier(BiLSTMAttentionNet(tiny_encoder, lstm_hidden=8), loss=FocalLoss)
-    datamodule = SimpleNamespace(has_teacher_logits=True, hparams=SimpleNamespace(teacher_logits="t.safetensors"))
     with pytest.raises(ConfigError, match="'t.safetensors' is set but loss FocalLoss does not use a teacher"):
-        model._check_teacher(datamodule, "fit")
-    model._check_teacher(datamodule, "test")  # evaluation batches do not use them: no error
+        model._check_teacher("t.safetensors", "fit")
+    model._check_teacher("t.safetensors", "test")  # evaluation batches do not use them: no error
     augment = SimpleNamespace(enabled=True)
     with pytest.raises(ConfigError, match="augmented copies and cached states carry no teacher logits"):
         EmotionDataModule("x", teacher_logits="f.safetensors", augment=augment)
