@@ -5,7 +5,7 @@
 
 The folder loads with `EmotionPredictor.from_pretrained(out)` (no Hydra, Lightning or training
 data needed) and with `python -m emotion_lab.predict out`. Training exports its best checkpoint to
-`<run>/model` itself (`export: true` in conf/train.yaml). `onnx=true` adds `model.onnx` (fp32,
+`<run>/model` itself (`export: true` in emotion_lab/conf/train.yaml). `onnx=true` adds `model.onnx` (fp32,
 dynamic batch and length, checked against the torch logits) and `model.int8.onnx` (onnxruntime's
 dynamic quantization); it needs the `onnx` extra.
 

@@ -68,9 +68,8 @@ def violations() -> list[str]:
             if there == here or (here in SHARED and there in SHARED):
                 continue
             if floor(there) >= floor(here):
-                found.append(
-                    f"{path.relative_to(PACKAGE.parent)}:{line} imports {target} (floor {floor(there)} >= {floor(here)})"
-                )
+                where = f"{path.relative_to(PACKAGE.parent)}:{line}"
+                found.append(f"{where} imports {target} (floor {floor(there)} >= {floor(here)})")
     return found
 
 

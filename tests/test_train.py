@@ -45,7 +45,7 @@ def test_fast_dev_run_with_a_tiny_encoder(tiny_train_cfg, monkeypatch, rdrop):
         tiny_train_cfg.trainer.fast_dev_run = True
         tiny_train_cfg.model.rdrop = rdrop
     metrics, objects = train(tiny_train_cfg)
-    assert cudnn_attention == [False]  # conf/train.yaml: cudnn_attention=false
+    assert cudnn_attention == [False]  # emotion_lab/conf/train.yaml: cudnn_attention=false
     assert objects["model"].rdrop == rdrop
     assert 0.0 <= metrics["test/f1_weighted"] <= 1.0
     assert {f"test_f1/{label}" for label in ("sadness", "love", "surprise")} <= set(metrics)

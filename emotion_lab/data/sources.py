@@ -177,7 +177,7 @@ def load_splits(
 
 
 def configured_splits(data_dir: str | None, limit: int | None = None) -> tuple[DatasetDict, str]:
-    """The splits found where training finds them (conf/data, or `data_dir`), and their source."""
+    """The splits found where training finds them (emotion_lab/conf/data, or `data_dir`), and their source."""
     data = compose_train([f"data.dir={data_dir}"] if data_dir else [], Path(".")).data
     return load_splits(data.dir, data.fallback_dirs, data.hub_id, data.on_bad_line, limit)
 

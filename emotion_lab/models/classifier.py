@@ -60,7 +60,7 @@ def stage_metrics(stage: str) -> MetricCollection:
 class EmotionClassifier(L.LightningModule):
     """Trains any `EmotionNet`.
 
-    Everything it trains with comes from config (`conf/model/default.yaml`, `conf/loss/`): the network
+    Everything it trains with comes from config (`conf/model/default.yaml`, `conf/loss/` in emotion_lab/): the network
     (`net`), the loss and the optimizer as `_partial_` factories, the warm-up schedule. The encoder
     and the freshly initialised head learn at their own rates (`encoder_lr`, the optimizer's `lr`).
     The network's and the loss's configs go into the checkpoint as plain data, so

@@ -1,4 +1,4 @@
-"""Classification losses, one class each, selected with `loss=<file in conf/loss>`."""
+"""Classification losses, one class each, selected with `loss=<file in emotion_lab/conf/loss>`."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ records its constructor arguments in `self.config` (with `_target_`), which chec
 exported models store to rebuild it without Hydra.
 
 Adding a variant: subclass `EmotionNet` (its constructor takes `pretrained`), implement `head`, and
-add `conf/model/net/<name>.yaml` with its `_target_`; the config is recorded from the constructor's
+add `emotion_lab/conf/model/net/<name>.yaml` with its `_target_`; the config is recorded from the constructor's
 arguments (docs/extending.md).
 """
 

@@ -1,6 +1,6 @@
 """The emotion benchmark, side by side: baselines, emotion_lab's recipe and its ablations.
 
-    python -m emotion_lab.tools.bench                       # every row of conf/bench.yaml, seeds 42 43 44
+    python -m emotion_lab.tools.bench                       # every row of emotion_lab/conf/bench.yaml, seeds 42 43 44
     python -m emotion_lab.tools.bench --rows hybrid,no_lstm --seeds 42
     python -m emotion_lab.tools.bench --quick               # a tiny version (the tests run it)
     python -m emotion_lab.tools.bench --out outputs/bench/full   # again: finishes what a stopped run left
@@ -11,7 +11,7 @@ Rows: (a) TF-IDF + linear SVM (scikit-learn, C chosen on validation); (b) the pl
 For each row: test weighted F1, macro F1, per-class F1 (mean and std over seeds), train wall time
 and inference sentences/s. Each run leaves its own result.json beside its logs, and results.md and
 results.json in --out are rewritten after every run from all finished runs there whose overrides
-match conf/bench.yaml today. A rerun with the same --out reuses a finished (row, seed) and trains
+match emotion_lab/conf/bench.yaml today. A rerun with the same --out reuses a finished (row, seed) and trains
 the rest, so a table that takes hours can be built over several sittings, a few rows at a time.
 """
 
@@ -210,7 +210,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
-    parser.add_argument("--rows", help="comma-separated subset of conf/bench.yaml rows (svm always runs)")
+    parser.add_argument("--rows", help="comma-separated subset of emotion_lab/conf/bench.yaml rows (svm always runs)")
     parser.add_argument("--quick", action="store_true", help="tiny data slices and one epoch: checks the pipeline")
     parser.add_argument("--out", type=Path, help="default: outputs/bench/<time>")
     parser.add_argument(

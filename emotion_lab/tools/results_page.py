@@ -72,7 +72,7 @@ def _row_legend(results: dict[str, Any], commits: str) -> list[str]:
             how = f"`{' '.join(first['overrides'])}`"
         else:
             recipe = " ".join(results["meta"]["recipe"])
-            how = f"row `{name}` of conf/bench.yaml at commit {commits}, on top of `{recipe}`"
+            how = f"row `{name}` of emotion_lab/conf/bench.yaml at commit {commits}, on top of `{recipe}`"
         lines.append(f"- `{name}`: {ROW_TITLES.get(name, name)}; {how}")
     return lines
 

@@ -94,7 +94,7 @@ def refresh(
 
 
 def load_data(data_dir: str | None, limit: int | None) -> dict[str, tuple[list[str], list[int]]]:
-    """Every split as the student's datamodule reads it (conf/data: data.dir, fallbacks, hub; the limit)."""
+    """Every split as the student's datamodule reads it (emotion_lab/conf/data: data.dir, fallbacks, hub; the limit)."""
     splits, _ = configured_splits(data_dir, limit)
     return {split: (list(rows["text"]), list(rows["label"])) for split, rows in splits.items()}
 
@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("checkpoints", nargs="+", type=Path, help="teacher checkpoints (.ckpt); several = an ensemble")
     parser.add_argument("--out", type=Path, required=True, help="the teacher-logits file to write or reuse")
-    parser.add_argument("--data-dir", help="a folder with train.txt, val.txt, test.txt (default: as conf/data finds)")
+    parser.add_argument(
+        "--data-dir", help="a folder with train.txt, val.txt, test.txt (default: where training finds it)"
+    )
     parser.add_argument("--limit-per-split", type=int, help="first N sentences of each split, as data.limit_per_split")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=128)

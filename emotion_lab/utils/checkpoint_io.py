@@ -4,7 +4,7 @@ Lightning's `TorchCheckpointIO` stages a save in `$TMPDIR` (fsspec's `mkstemp()`
 the target: a rename only when `$TMPDIR` lies on the same filesystem as the checkpoint, otherwise a copy
 over `last.ckpt` that a crash leaves half-written; and nothing is flushed to disk. `AtomicCheckpointIO`
 writes a temporary file in the checkpoint's own folder, fsyncs it and renames it over the target.
-`conf/trainer/default.yaml` gives it to every trainer as a plugin.
+`emotion_lab/conf/trainer/default.yaml` gives it to every trainer as a plugin.
 """
 
 from __future__ import annotations

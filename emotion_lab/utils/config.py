@@ -9,9 +9,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = str(PROJECT_ROOT / "conf")
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")  # shipped inside the package
 
-# `${project_root:}` in conf/paths: the checkout's root, wherever the command runs from.
+# `${project_root:}` in emotion_lab/conf/paths: the checkout's root, wherever the command runs from.
 if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
 
@@ -41,7 +41,7 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
-# `${mixed_precision:${trainer.accelerator}}` in conf/: see mixed_precision.
+# `${mixed_precision:${trainer.accelerator}}` in emotion_lab/conf/: see mixed_precision.
 if not OmegaConf.has_resolver("mixed_precision"):
     OmegaConf.register_new_resolver("mixed_precision", mixed_precision)
 
@@ -53,7 +53,7 @@ def repo_relative(text: str) -> str:
 
 
 def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
-    """conf/train.yaml with `overrides`, as `python -m emotion_lab.train` composes it, writing into `output_dir`."""
+    """The training config with `overrides`, as `python -m emotion_lab.train` composes it, into `output_dir`."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)

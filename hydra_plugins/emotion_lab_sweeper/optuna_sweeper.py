@@ -1,7 +1,7 @@
 """`hydra/sweeper=optuna_study`: Hydra's `-m` driven by a current Optuna study, stored and resumable.
 
 Hydra finds this plugin by its package (`hydra_plugins.*`); its options live in
-`conf/hydra/sweeper/optuna_study.yaml`, the sampler and pruner in the groups beside it. Each batch of
+`emotion_lab/conf/hydra/sweeper/optuna_study.yaml`, the sampler and pruner in the groups beside it. Each batch of
 `n_jobs` trials is asked from the study, launched through the configured launcher (trial number =
 job number = the trial's folder), and told back as complete, pruned or failed.
 """

@@ -19,7 +19,7 @@ def make_net(kind, encoder, **kwargs):
 
 
 def make_classifier(net, lr: float = 1e-3, fused: bool = True, **kwargs) -> EmotionClassifier:
-    """The classifier as conf/model/default.yaml builds it: AdamW and the loss as factories."""
+    """The classifier as emotion_lab/conf/model/default.yaml builds it: AdamW and the loss as factories."""
     optimizer = functools.partial(torch.optim.AdamW, lr=lr, weight_decay=0.01, fused=fused)
     return EmotionClassifier(
         net, loss=functools.partial(FocalLoss, gamma=2.0), optimizer=optimizer, scheduler=WarmupSchedule(), **kwargs
@@ -154,7 +154,7 @@ def test_optimizer_gives_encoder_and_head_their_own_learning_rates(tiny_encoder)
     assert (head["initial_lr"], encoder["initial_lr"]) == (1e-3, 2e-5)
     total = sum(p.numel() for g in config["optimizer"].param_groups for p in g["params"])
     assert total == sum(p.numel() for p in model.parameters())
-    assert config["optimizer"].defaults["fused"] is True  # conf/model/default.yaml's default too
+    assert config["optimizer"].defaults["fused"] is True  # emotion_lab/conf/model/default.yaml's default too
 
 
 def test_fused_and_unfused_adamw_take_the_same_step(tiny_encoder):
