@@ -5,13 +5,15 @@
     python -m emotion_lab.report MULTIRUN_DIR                  # a sweep: trials, optimisation history, importances
 
 A run folder is what `train` or `evaluate` leaves (metrics.json, figures/, checkpoints/, .hydra/ or a
-benchmark's result.json). Several runs get one chart of every run's per-class F1 and one table of test
-metrics with the overrides that tell them apart. A multirun folder (trial folders 0/, 1/, ...) gets the
-trials' table, the objective per trial with the best so far (pruned trials marked), and the
-hyperparameters' importances (Optuna's random-forest evaluator over the sweep's stored study, or over
-the trials' overrides and metrics for a sweep without one, such as a grid). A folder without metrics, or
-without a checkpoint, gets one line naming what is missing. The stored study is read as sweep_report
-reads it: read-only, only inside the sweep folder unless `--storage URL` names it.
+benchmark's result.json). Its report shows every figure in figures/: the ones RunFigures draws first, then
+any other a callback wrote there, by name, captioned from its file name. Several runs get one chart of
+every run's per-class F1 and one table of test metrics with the overrides that tell them apart. A
+multirun folder (trial folders 0/, 1/, ...) gets the trials' table, Optuna's plots of the objective per
+complete trial with the best so far and of the hyperparameters' importances (its random-forest
+evaluator over the sweep's stored study, or over the trials' overrides and metrics for a sweep without
+one, such as a grid). A folder without metrics, or without a checkpoint, gets one line naming what is
+missing. The stored study is read as sweep_report reads it: read-only, only inside the sweep folder
+unless `--storage URL` names it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,15 +38,18 @@ from emotion_lab.utils.atomic import write_text
 from emotion_lab.utils.config import PROJECT_ROOT
 from emotion_lab.utils.records import markdown_table
 
-# A run's figures (RunFigures writes them) in the order a reader wants them, with their captions.
+# The figures RunFigures writes (file names without suffix) in the order a reader wants them, with their
+# captions; other figures in figures/ follow them, by name.
 RUN_FIGURES = {
-    "figures/f1_by_class.png": "F1 by emotion, beside the reference build",
-    "figures/precision_recall_f1.png": "Precision, recall and F1 per emotion",
-    "figures/confusion_matrix.png": "Confusion matrix (rows: true emotion)",
-    "figures/reliability.png": "Reliability before and after temperature scaling",
-    "figures/class_distribution.png": "Emotions per split",
-    "attention_words.png": "Attention over the words of one test sentence per emotion",
+    "figures/f1_by_class": "F1 by emotion, beside the reference build",
+    "figures/precision_recall_f1": "Precision, recall and F1 per emotion",
+    "figures/confusion_matrix": "Confusion matrix (rows: true emotion)",
+    "figures/reliability": "Reliability before and after temperature scaling",
+    "figures/class_distribution": "Emotions per split",
+    "attention_words": "Attention over the words of one test sentence per emotion",
 }
+# One file per figure, the first of these it was saved as: images Markdown shows, then PDF (linked).
+FIGURE_SUFFIXES = (".png", ".svg", ".jpg", ".jpeg", ".gif", ".webp", ".pdf")
 DEFAULT_OBJECTIVE = "val/f1_weighted_best"
 
 
@@ -140,6 +146,40 @@ def per_class_rows(run: Run) -> list[list[str]]:
     ]
 
 
+def figure_files(folder: Path) -> dict[str, Path]:
+    """Each figure in `folder` (its file name without suffix) -> its file, in the first of FIGURE_SUFFIXES
+    it was saved as."""
+    if not folder.is_dir():
+        return {}
+    files = [p for p in folder.iterdir() if p.suffix.lower() in FIGURE_SUFFIXES and p.is_file()]
+    found: dict[str, Path] = {}
+    for file in sorted(files, key=lambda p: FIGURE_SUFFIXES.index(p.suffix.lower())):
+        if not file.name.startswith("."):
+            found.setdefault(file.stem, file)
+    return found
+
+
+def run_figures(path: Path) -> list[tuple[Path, str]]:
+    """A run's figure files with their captions: RUN_FIGURES in their order, then every other figure in
+    figures/ by name, captioned from its file name."""
+    in_figures = figure_files(path / "figures")
+    files = figure_files(path) | {f"figures/{stem}": file for stem, file in in_figures.items()}
+    known = [(files[key], caption) for key, caption in RUN_FIGURES.items() if key in files]
+    others = [
+        (file, stem.replace("_", " ").replace("-", " ").capitalize())
+        for stem, file in sorted(in_figures.items())
+        if f"figures/{stem}" not in RUN_FIGURES
+    ]
+    return known + others
+
+
+def figure_lines(file: Path, caption: str, out: Path) -> list[str]:
+    """A figure as Markdown: shown inline, or linked where Markdown cannot show its format (PDF)."""
+    link = os.path.relpath(file, out)
+    shown = f"[{caption} (PDF)]({link})" if file.suffix.lower() == ".pdf" else f"![{caption}]({link})"
+    return [f"### {caption}", "", shown, ""]
+
+
 def single_run_report(run: Run, out: Path) -> str:
     lines = [f"# {run.name}", "", f"Overrides: `{' '.join(run.overrides) or '(none)'}`", ""]
     lines += ["## Test metrics", "", markdown_table(["metric", "value"], metrics_rows(run))]
@@ -156,12 +196,11 @@ def single_run_report(run: Run, out: Path) -> str:
             rows = [[c["true"], c["predicted"], str(c["count"]), f"{c['f1_weighted_cost']:.4f}"] for c in costly]
             lines += [markdown_table(["true", "predicted", "sentences", "weighted F1 lost"], rows)]
             lines += ["Examples: `test_report.txt`; the most confident mistakes per emotion: `errors.csv`.", ""]
-    drawn = [(file, caption) for file, caption in RUN_FIGURES.items() if (run.path / file).is_file()]
+    drawn = run_figures(run.path)
     if drawn:
         lines += ["## Figures", ""]
         for file, caption in drawn:
-            link = os.path.relpath(run.path / file, out)
-            lines += [f"### {caption}", "", f"![{caption}]({link})", ""]
+            lines += figure_lines(file, caption, out)
     return "\n".join(lines)
 
 
@@ -225,19 +264,21 @@ def trial_params(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     return [dict(o.partition("=")[::2] for o in row["overrides"] if o not in shared and "=" in o) for row in rows]
 
 
-def importances(params: list[dict[str, str]], values: list[float | None]) -> dict[str, float]:
-    """Importances of the swept hyperparameters over the finished trials (Optuna's mean decrease in impurity)."""
+def folder_study(
+    values: Sequence[float | None], pruned: Sequence[bool] = (), params: Sequence[dict[str, str]] = ()
+) -> Any:
+    """A sweep's trials from their folders as an in-memory Optuna study (maximised), in launch order: a
+    complete trial (`values[i]` not None) with its value and, given `params`, the swept hyperparameters that
+    vary between complete trials; a pruned one (`pruned[i]`) and a failed one without."""
     import optuna
-    from optuna.distributions import CategoricalDistribution
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.trial import TrialState
 
-    float_dist = getattr(optuna.distributions, "FloatDistribution", None) or optuna.distributions.UniformDistribution
-    done = [(p, v) for p, v in zip(params, values) if v is not None]
-    keys = sorted({k for p, _ in done for k in p})
-    if len(done) < 2 or not keys:
-        return {}
-    distributions, parsed = {}, [dict() for _ in done]
-    for key in keys:
-        raw = [p.get(key) for p, _ in done]
+    finished = [i for i, v in enumerate(values) if v is not None]
+    done = [params[i] for i in finished] if params else []
+    distributions, parsed = {}, [{} for _ in values]
+    for key in sorted({k for p in done for k in p}):
+        raw = [p.get(key) for p in done]
         try:
             numbers = [float(r) for r in raw]
         except (TypeError, ValueError):
@@ -246,29 +287,42 @@ def importances(params: list[dict[str, str]], values: list[float | None]) -> dic
         else:
             if min(numbers) == max(numbers):
                 continue
-            distributions[key] = float_dist(min(numbers), max(numbers))
-        for row, value in zip(parsed, numbers):
-            row[key] = value
-    if not distributions:
-        return {}
+            distributions[key] = FloatDistribution(min(numbers), max(numbers))
+        for i, value in zip(finished, numbers):
+            parsed[i][key] = value
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
-    for row, (_, value) in zip(parsed, done):
-        params_row = {k: v for k, v in row.items() if k in distributions}
-        study.add_trial(optuna.trial.create_trial(params=params_row, distributions=distributions, value=value))
-    # Random-forest impurity decrease, seeded: same trials, same report.
-    evaluator = optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0)
-    return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
+    for i, (row, value) in enumerate(zip(parsed, values)):
+        if value is not None:
+            trial = optuna.trial.create_trial(params=row, distributions=distributions, value=value)
+        else:
+            stopped = i < len(pruned) and pruned[i]
+            trial = optuna.trial.create_trial(state=TrialState.PRUNED if stopped else TrialState.FAIL)
+        study.add_trial(trial)
+    return study
+
+
+def importance_evaluator() -> Any:
+    """Optuna's random-forest impurity decrease, seeded: same trials, same report."""
+    import optuna
+
+    return optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0)
+
+
+def importances(params: list[dict[str, str]], values: list[float | None]) -> dict[str, float]:
+    """Importances of the swept hyperparameters over the finished trials (Optuna's mean decrease in impurity)."""
+    return study_importances(folder_study(values, params=params))
 
 
 def study_importances(study: Any) -> dict[str, float]:
-    """Importances over a stored study's complete trials, with the distributions it sampled from."""
+    """Importances over a study's complete trials, with the distributions it sampled from; none without two
+    complete trials with a hyperparameter."""
     import optuna
 
-    if len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))) < 2:
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(complete) < 2 or not any(trial.params for trial in complete):
         return {}
-    evaluator = optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0)
-    return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
+    return dict(optuna.importance.get_param_importances(study, evaluator=importance_evaluator()))
 
 
 def sweep_report(folder: Path, out: Path, study: Any) -> str:
@@ -283,8 +337,6 @@ def sweep_report(folder: Path, out: Path, study: Any) -> str:
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         values.append(metrics.get(metric) if row["status"] == "ok" else None)
         pruned.append(row["status"].startswith("pruned"))
-    history = figures.optimisation_history(values, f"{folder.name}: {metric} per trial", metric, pruned=pruned)
-    figures.save(history, out / "history")
     counts = ", ".join(
         f"{n} {label}"
         for label, n in (
@@ -295,11 +347,20 @@ def sweep_report(folder: Path, out: Path, study: Any) -> str:
         if n
     )
     lines = [f"# Sweep {folder.name}", "", f"{len(rows)} trials ({counts}); objective `{metric}` (maximised).", ""]
-    lines += ["## Optimisation history", "", "![Optimisation history](history.png)", ""]
-    found = study_importances(study) if study else importances(trial_params(rows), values)
+    if any(v is not None for v in values):
+        history = figures.optimisation_history(
+            folder_study(values, pruned), f"{folder.name}: {metric} per complete trial", metric
+        )
+        figures.save(history, out / "history")
+        lines += ["## Optimisation history", "", "![Optimisation history](history.png)", ""]
+    else:
+        lines += ["No trial completed: no optimisation history.", ""]
+    importance_study = study if study is not None else folder_study(values, pruned, trial_params(rows))
+    found = study_importances(importance_study)
     if found:
+        title = f"{folder.name}: hyperparameter importances"
         figures.save(
-            figures.param_importances(found, f"{folder.name}: hyperparameter importances"), out / "importances"
+            figures.param_importances(importance_study, title, importance_evaluator(), metric), out / "importances"
         )
         lines += ["## Hyperparameter importances", "", "![Importances](importances.png)", ""]
         lines += [markdown_table(["hyperparameter", "importance"], [[k, f"{v:.3f}"] for k, v in found.items()])]

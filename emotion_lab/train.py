@@ -161,7 +161,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
         # The network this run just built from the user's own config: its module is trusted.
         own_module = str(cfg.model.net._target_).rpartition(".")[0]
-        export(best, output_dir / "model", metrics=metrics, data_source=datamodule.source, trusted_modules=[own_module])
+        export(
+            best,
+            output_dir / "model",
+            metrics=metrics,
+            data_source=datamodule.source,
+            trusted_modules=[own_module],
+            max_length=datamodule.max_length,
+        )
     log_hyperparameters(cfg, model, trainer, metrics, status=status)
     output_dir.mkdir(parents=True, exist_ok=True)
     run_info = {"status": status, "data_source": datamodule.source, **precision}

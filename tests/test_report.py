@@ -4,8 +4,11 @@ import json
 import re
 from pathlib import Path
 
+import lightning as L
 import matplotlib.image
 import pytest
+import torch
+from matplotlib.figure import Figure
 from omegaconf import open_dict
 
 from emotion_lab.labels import LABELS
@@ -23,9 +26,30 @@ def assert_real_png(path: Path) -> None:
     assert matplotlib.image.imread(path)[..., :3].std() > 0.05  # not blank
 
 
+class MeanProbabilities(L.Callback):
+    """A callback of one's own, as report.py does not know it: after the test, writes the mean predicted
+    probabilities per true emotion to `<output_dir>/figures/mean_probabilities.{png,pdf}`."""
+
+    def __init__(self, output_dir: str) -> None:
+        self.output_dir = Path(output_dir)
+        self.sums = torch.zeros(len(LABELS), len(LABELS))
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.sums.index_add_(0, outputs["targets"].cpu(), outputs["logits"].detach().float().cpu().softmax(-1))
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        fig = Figure(figsize=(6, 5))
+        ax = fig.subplots()
+        ax.imshow((self.sums / self.sums.sum(1, keepdim=True).clamp(min=1e-9)).numpy(), cmap="viridis")
+        (self.output_dir / "figures").mkdir(parents=True, exist_ok=True)
+        for suffix in ("png", "pdf"):
+            fig.savefig(self.output_dir / "figures" / f"mean_probabilities.{suffix}")
+
+
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, data_dir, tiny_encoder):
-    """Two tiny finished runs that differ in their loss: focal (the default) and cross-entropy."""
+    """Two tiny finished runs that differ in their loss: focal (the default) and cross-entropy. The focal
+    one also has a callback of its own (MeanProbabilities), added in the config as a user would."""
     from tests.conftest import QUIET, compose_config, tiny_overrides
 
     runs = []
@@ -39,7 +63,11 @@ def two_runs(tmp_path_factory, data_dir, tiny_encoder):
             f"loss={loss}",
             *QUIET,
         ]
-        cfg = compose_config("train", overrides, out)
+        own = [
+            f"+callbacks.mean_probabilities._target_={__name__}.MeanProbabilities",
+            "+callbacks.mean_probabilities.output_dir=${paths.output_dir}",
+        ]
+        cfg = compose_config("train", [*overrides, *(own if loss == "focal" else [])], out)
         with open_dict(cfg):
             cfg.paths.output_dir = str(out)
         train(cfg)
@@ -63,6 +91,39 @@ def test_one_run_gets_its_report_with_every_figure(two_runs, capsys):
     for image in images:
         assert_real_png(image)
     assert "## Missing" not in text
+
+
+def test_a_figure_a_callback_of_ones_own_writes_reaches_the_report(two_runs):
+    run = two_runs[0]
+    assert main([str(run)]) == 0
+    text = (run / "report.md").read_text()
+    shown = [p.relative_to(run).as_posix() for p in linked_images(run / "report.md")]
+    assert shown[-2:] == ["attention_words.png", "figures/mean_probabilities.png"]  # after the known ones
+    assert "### Mean probabilities\n\n![Mean probabilities](figures/mean_probabilities.png)" in text
+    assert "mean_probabilities.pdf" not in text  # one format per figure
+    assert not (two_runs[1] / "figures" / "mean_probabilities.png").exists()
+
+
+def test_every_figure_in_the_folder_is_shown_once_known_ones_first(tmp_path):
+    run = tmp_path / "run"
+    (run / "figures").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (run / "metrics.json").write_text(json.dumps({"test/f1_weighted": 0.5}))
+    files = ["f1_by_class.png", "f1_by_class.svg", "reliability.svg", "zeta-plot.pdf", "alpha_beta.pdf"]
+    files += ["alpha_beta.svg", "alpha_beta.PNG", "notes.txt", ".hidden.png", "../attention_words.svg"]
+    for name in files:
+        (run / "figures" / name).write_bytes(b"drawn")
+    assert main([str(run)]) == 0
+    text = (run / "report.md").read_text()
+    assert re.findall(r"\[([^\]]*)\]\(([^)]+)\)", text.split("## Figures")[1]) == [
+        ("F1 by emotion, beside the reference build", "figures/f1_by_class.png"),
+        ("Reliability before and after temperature scaling", "figures/reliability.svg"),
+        ("Attention over the words of one test sentence per emotion", "attention_words.svg"),
+        ("Alpha beta", "figures/alpha_beta.PNG"),
+        ("Zeta plot (PDF)", "figures/zeta-plot.pdf"),  # a PDF is linked: Markdown cannot show it
+    ]
+    assert "![Zeta plot" not in text and "## Missing" not in text
 
 
 def test_runs_side_by_side_share_one_chart_and_one_table(two_runs, tmp_path):

@@ -18,11 +18,11 @@ from emotion_lab.reporting import figures
 
 
 class ConfusionMatrixFigure(L.Callback):
-    """Draws the row-normalised confusion matrix (recall on the diagonal) into TensorBoard's IMAGES
-    tab after each validation epoch and the test: a 2-D tensor cannot go there as a scalar."""
+    """Draws the confusion matrix (counts; rows: true emotion) into TensorBoard's IMAGES tab after each
+    validation epoch and the test, as RunFigures draws the saved one: a 2-D tensor cannot go there as a scalar."""
 
     def __init__(self) -> None:
-        self.matrix = MulticlassConfusionMatrix(len(LABELS), normalize="true")
+        self.matrix = MulticlassConfusionMatrix(len(LABELS))
 
     def _update(self, outputs) -> None:
         if outputs is not None:
@@ -31,17 +31,9 @@ class ConfusionMatrixFigure(L.Callback):
     def _draw(self, trainer: L.Trainer, stage: str) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if loggers and not trainer.sanity_checking and trainer.is_global_zero and self.matrix.update_count:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            fig, ax = self.matrix.plot(labels=list(LABELS))
-            ax.set_title(f"{stage} confusion matrix (rows: true, normalised)")
-            fig.set_size_inches(7, 6)
+            fig = figures.confusion_heatmap(self.matrix.compute().numpy(), f"{stage} confusion matrix (rows: true)")
             for logger in loggers:
                 logger.experiment.add_figure(f"{stage}/confusion_matrix", fig, global_step=trainer.global_step)
-            plt.close(fig)
         self.matrix.reset()
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
@@ -60,8 +52,8 @@ class ConfusionMatrixFigure(L.Callback):
 class RunFigures(TestOutputs):
     """After the test, writes the run's figures to `<output_dir>/figures/` (PNG and SVG) and to
     TensorBoard (`test_figures/...`): per-class F1 beside the reference build's, the class
-    distribution of each split, precision / recall / F1 per class, the confusion matrix (PNG only:
-    `ConfusionMatrixFigure` puts it in TensorBoard), a reliability diagram before and after
+    distribution of each split, precision / recall / F1 per class, the confusion matrix (file only:
+    `ConfusionMatrixFigure` puts the same drawing in TensorBoard), a reliability diagram before and after
     temperature scaling. Beside `figures/`, as `attention_words.{png,svg}` (it quotes test sentences, as
     `errors.csv` does, so that `figures/` can be published whole): the attention over the words of one
     test sentence per emotion (`attention_sentences`, 0 = none; none for networks without attention)."""

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from emotion_lab.errors import UserInputError, first_line
 from emotion_lab.labels import LABELS, NUM_CLASSES
+from emotion_lab.utils.config import needs_checkout
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class TeacherLogits:
     def load(cls, path: str | Path) -> TeacherLogits:
         path = Path(path)
         if not path.is_file():
+            if missing := needs_checkout(path):  # a committed file (experiment=distilled_cpu's), asked for installed
+                raise TeacherLogitsError(f"data.teacher_logits: {missing}")
             raise TeacherLogitsError(f"data.teacher_logits={str(path)!r}: no such file; make it first: {MAKE_HINT}")
         try:
             tensors = load_file(path)

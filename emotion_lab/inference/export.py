@@ -97,9 +97,11 @@ def export(
     trusted_modules: Sequence[str] = (),
     onnx: bool = False,
     allow_download: bool = False,
+    max_length: int | None = None,
 ) -> Path:
     """Write the model folder `out` from a checkpoint (or from a model folder, e.g. to add ONNX to it); the
-    checkpoint's encoder is downloaded only with `allow_download`."""
+    checkpoint's encoder is downloaded only with `allow_download`. `max_length`: what the training data was
+    truncated to, when the caller knows better than the checkpoint's datamodule hyperparameters."""
     ckpt_path, folder = Path(ckpt_path), Path(out)
     in_place = ckpt_path.is_dir() and folder.resolve() == ckpt_path.resolve()
     if not in_place:
@@ -107,6 +109,8 @@ def export(
     predictor = EmotionPredictor.from_pretrained(
         ckpt_path, trusted_modules=trusted_modules, allow_download=allow_download
     )
+    if max_length is not None:
+        predictor.max_length = max_length
     if ckpt_path.is_dir():
         card = ckpt_path / "README.md"
         card = card.read_text() if card.is_file() else ""

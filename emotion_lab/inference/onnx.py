@@ -1,9 +1,10 @@
 """ONNX export of a network and an onnxruntime runner for `EmotionPredictor` (optional: `pip install -e .[onnx]`).
 
 The graph takes `input_ids` and `attention_mask` (int64, batch x length, both dynamic) and returns
-`logits` (batch x classes) and, for networks with attention, `attention` (batch x length x length,
-averaged over heads). `export_onnx` checks the file against the torch network on sentences of many
-lengths before it returns; `quantize_onnx` writes onnxruntime's int8 dynamic quantization of it.
+`logits` (batch x classes) and, for networks with attention, `attention` (batch x queries x length,
+averaged over heads; queries = length for self-attention). `export_onnx` checks the file against
+the torch network on sentences of many lengths before it returns; `quantize_onnx` writes
+onnxruntime's int8 dynamic quantization of it.
 The files live inside the safetensors model folder, which stays the canonical format.
 """
 

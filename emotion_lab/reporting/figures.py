@@ -1,7 +1,10 @@
-"""A run's figures: each function takes plain numbers and returns a matplotlib Figure.
+"""A run's figures: each function takes plain numbers (or an Optuna study) and returns a matplotlib Figure.
 
-Figures are built without pyplot, so drawing them needs no display and leaves the process's
-plotting backend (a notebook's inline plots, say) as it was.
+Where a maintained library draws a figure, it draws it here: the confusion matrix is scikit-learn's
+ConfusionMatrixDisplay, the reliability diagram its CalibrationDisplay, a sweep's history and importances
+Optuna's matplotlib plots. The rest are small matplotlib code, each saying why. Figures are built on a
+pyplot-free Figure (Optuna's are taken out of pyplot as soon as drawn), so drawing them needs no display
+and leaves the process's plotting backend and style (a notebook's inline plots, say) as they were.
 
 The callback `emotion_lab.callbacks.figures.RunFigures` draws them after a test; other tools can
 call them on the numbers in a run folder. Titles carry the run's name and headline metric.
@@ -9,10 +12,15 @@ call them on the numbers in a run folder. Titles carry the run's name and headli
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from sklearn.calibration import CalibrationDisplay
+from sklearn.metrics import ConfusionMatrixDisplay
 
 from emotion_lab.labels import LABELS
 
@@ -23,6 +31,7 @@ REFERENCE_F1 = {"sadness": 0.73, "joy": 0.81, "love": 0.40, "anger": 0.61, "fear
 
 def f1_bars(f1: Mapping[str, float], title: str, reference: Mapping[str, float] | None = REFERENCE_F1) -> Figure:
     """Per-class F1 as bars, with the reference build's beside them."""
+    # Hand-drawn: no maintained plot puts per-class scores beside a reference's.
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
     x = np.arange(len(LABELS))
@@ -40,6 +49,7 @@ def f1_bars(f1: Mapping[str, float], title: str, reference: Mapping[str, float] 
 
 def class_pies(counts: Mapping[str, Sequence[int]], title: str) -> Figure:
     """One pie per split: the share of each emotion, with its count."""
+    # Hand-drawn: a class distribution is a plain matplotlib pie; no library wraps it.
     fig = Figure(figsize=(5 * len(counts), 5))
     axes = fig.subplots(1, len(counts))
     for ax, (split, split_counts) in zip(np.atleast_1d(axes), counts.items()):
@@ -59,6 +69,7 @@ def class_pies(counts: Mapping[str, Sequence[int]], title: str) -> Figure:
 
 def precision_recall_f1_lines(scores: Mapping[str, Mapping[str, float]], title: str) -> Figure:
     """Precision, recall and F1 per class as three lines (`scores[metric][label]`)."""
+    # Hand-drawn: no maintained plot takes per-class scores already computed.
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
     for metric, marker in (("precision", "o"), ("recall", "s"), ("f1", "^")):
@@ -71,18 +82,17 @@ def precision_recall_f1_lines(scores: Mapping[str, Mapping[str, float]], title: 
 
 
 def confusion_heatmap(matrix: np.ndarray, title: str) -> Figure:
-    """The confusion matrix normalised by true class (recall on the diagonal), with each cell's share."""
+    """The confusion matrix normalised by true class (rows: true emotion, recall on the diagonal), each
+    cell's share written in it, labelled with the emotions."""
     matrix = np.asarray(matrix, dtype=float)
     shares = matrix / np.clip(matrix.sum(1, keepdims=True), 1, None)
     fig = Figure(figsize=(7, 6))
     ax = fig.subplots()
-    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    for (row, col), share in np.ndenumerate(shares):
-        ax.text(col, row, f"{share:.2f}", ha="center", va="center", color="white" if share > 0.5 else "black")
-    ticks = np.arange(len(LABELS))
-    ax.set(xticks=ticks, yticks=ticks, xticklabels=LABELS, yticklabels=LABELS, xlabel="predicted", ylabel="true")
+    display = ConfusionMatrixDisplay(shares, display_labels=list(LABELS))
+    display.plot(ax=ax, cmap="Blues", values_format=".2f", im_kw={"vmin": 0, "vmax": 1}, colorbar=False)
+    fig.colorbar(display.im_, ax=ax, label="share of the true class")
+    ax.set(xlabel="predicted", ylabel="true")
     ax.set_title(title)
-    fig.colorbar(image, ax=ax, label="share of the true class")
     fig.tight_layout()
     return fig
 
@@ -90,24 +100,21 @@ def confusion_heatmap(matrix: np.ndarray, title: str) -> Figure:
 def reliability_diagram(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title: str, bins: int = 15
 ) -> Figure:
-    """Accuracy against confidence per bin, one line per curve name (e.g. raw and temperature-scaled),
-    each labelled with its ECE; a point's area is its bin's share of the sentences (ECE weighs bins so).
-    `curves[name] = (confidence of the predicted label, correct, ece)`."""
-    edges = np.linspace(0, 1, bins + 1)
-    fig = Figure(figsize=(6, 6))
-    ax = fig.subplots()
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
+    """Top-label reliability: accuracy against confidence per bin (`bins` equal widths), one curve per
+    name (e.g. raw and temperature-scaled), each labelled with its ECE; below, how many sentences fall
+    in each bin (ECE weighs bins so). `curves[name] = (confidence of the predicted label, correct, ece)`."""
+    fig = Figure(figsize=(6, 7.5))
+    ax, counts = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1)})
     for name, (confidence, correct, ece) in curves.items():
-        which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-        filled = [b for b in range(bins) if (which == b).any()]
-        x = [confidence[which == b].mean() for b in filled]
-        y = [correct[which == b].mean() for b in filled]
-        (line,) = ax.plot(x, y, label=f"{name} (ECE {ece:.4f})")
-        shares = np.array([(which == b).mean() for b in filled])
-        ax.scatter(x, y, s=20 + 600 * shares, color=line.get_color(), alpha=0.7)
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (probability of the predicted label)", ylabel="accuracy")
+        display = CalibrationDisplay.from_predictions(
+            np.asarray(correct), np.asarray(confidence), n_bins=bins, pos_label=1, name=f"{name} (ECE {ece:.4f})", ax=ax
+        )
+        # CalibrationDisplay draws the curve only; its bins' weights as a histogram, as scikit-learn's example does.
+        counts.hist(confidence, bins=np.linspace(0, 1, bins + 1), histtype="step", color=display.line_.get_color())
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="", ylabel="accuracy")
     ax.set_title(title)
     ax.legend(loc="upper left")
+    counts.set(xlabel="confidence (probability of the predicted label)", ylabel="sentences")
     fig.tight_layout()
     return fig
 
@@ -115,6 +122,7 @@ def reliability_diagram(
 def attention_words(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]], title: str) -> Figure:
     """Sentences as rows of words, each word shaded by the share of attention it received.
     `rows = [(row label, words, weights), ...]`; weights of a row sum to 1 over its words."""
+    # Hand-drawn: no maintained plot shades words of different sentences by weight.
     width = max(len(words) for _, words, _ in rows)
     shares = np.full((len(rows), width), np.nan)
     for row, (_, _, weights) in enumerate(rows):
@@ -138,6 +146,7 @@ def attention_words(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]], 
 
 def f1_bars_runs(f1_by_run: Mapping[str, Mapping[str, float]], title: str) -> Figure:
     """Per-class F1 of several runs as grouped bars, one colour per run."""
+    # Hand-drawn: no maintained plot groups per-class scores of several runs.
     fig = Figure(figsize=(min(16, max(8, 0.6 * len(LABELS) * len(f1_by_run))), 5.2))
     ax = fig.subplots()
     x = np.arange(len(LABELS))
@@ -153,40 +162,37 @@ def f1_bars_runs(f1_by_run: Mapping[str, Mapping[str, float]], title: str) -> Fi
     return fig
 
 
-def optimisation_history(
-    values: Sequence[float | None], title: str, metric: str, pruned: Sequence[bool] = ()
-) -> Figure:
-    """A sweep's objective per trial (in launch order) and the best so far; trials without a result
-    (None) are marked at the bottom, pruned ones (`pruned[i]`) apart from failed ones."""
-    fig = Figure(figsize=(8, 4.5))
-    ax = fig.subplots()
-    done = [(i, v) for i, v in enumerate(values) if v is not None]
-    if done:
-        trials, scores = zip(*done)
-        ax.scatter(trials, scores, label="trial", zorder=3)
-        ax.step(trials, np.maximum.accumulate(scores), where="post", color="C1", label="best so far")
-    low = min(scores) if done else 0.0
-    stopped = [i for i, v in enumerate(values) if v is None and i < len(pruned) and pruned[i]]
-    missing = [i for i, v in enumerate(values) if v is None and i not in stopped]
-    if stopped:
-        ax.scatter(stopped, [low] * len(stopped), marker="v", color="C2", label="pruned")
-    if missing:
-        ax.scatter(missing, [low] * len(missing), marker="x", color="grey", label="failed or unfinished")
-    ax.set(xlabel="trial", ylabel=metric, title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+def _optuna_figure(draw: Callable[[], Any], title: str) -> Figure:
+    """The figure of an Optuna matplotlib plot, out of pyplot, with the process's style left as it was."""
+    import matplotlib.pyplot as plt
+    from optuna.exceptions import ExperimentalWarning
+
+    with matplotlib.rc_context(), warnings.catch_warnings():  # the plots switch pyplot to the ggplot style
+        warnings.simplefilter("ignore", ExperimentalWarning)  # Optuna marks its matplotlib plots experimental
+        ax = draw()
+    plt.close(ax.figure)
+    ax.set_title("", loc="left")  # Optuna's generic title, where ours would overlap it
+    ax.set_title(title)
+    return ax.figure
+
+
+def optimisation_history(study: Any, title: str, metric: str) -> Figure:
+    """A sweep's objective per complete trial and the best so far (Optuna's plot_optimization_history)."""
+    from optuna.visualization.matplotlib import plot_optimization_history
+
+    fig = _optuna_figure(lambda: plot_optimization_history(study, target_name=metric), title)
+    fig.axes[0].legend(loc="lower right")  # Optuna puts it outside the axes, where a saved figure cuts it off
+    fig.set_size_inches(8, 4.5)
     fig.tight_layout()
     return fig
 
 
-def param_importances(importances: Mapping[str, float], title: str) -> Figure:
-    """Hyperparameter importances as horizontal bars, most important on top."""
-    names = list(importances)[::-1]
-    fig = Figure(figsize=(8, 0.45 * len(names) + 1.5))
-    ax = fig.subplots()
-    bars = ax.barh(names, [importances[n] for n in names])
-    ax.bar_label(bars, fmt="%.2f", fontsize=8)
-    ax.set(xlabel="importance (normalised, sums to 1)", xlim=(0, 1.1), title=title)
+def param_importances(study: Any, title: str, evaluator: Any = None, metric: str = "objective") -> Figure:
+    """Hyperparameter importances as horizontal bars, most important on top (Optuna's plot_param_importances)."""
+    from optuna.visualization.matplotlib import plot_param_importances
+
+    fig = _optuna_figure(lambda: plot_param_importances(study, evaluator=evaluator, target_name=metric), title)
+    fig.set_size_inches(8, max(3.0, 0.45 * len(fig.axes[0].get_yticks()) + 1.5))
     fig.tight_layout()
     return fig
 

@@ -35,7 +35,7 @@ from emotion_lab.errors import UserInputError
 from emotion_lab.labels import LABELS
 from emotion_lab.tools.results_page import publish
 from emotion_lab.utils.atomic import write_text
-from emotion_lab.utils.config import CONFIG_DIR, PROJECT_ROOT, compose_train, repo_relative
+from emotion_lab.utils.config import CONFIG_DIR, PROJECT_ROOT, compose_train, repo_relative, require_checkout
 from emotion_lab.utils.records import provenance
 
 log = logging.getLogger("emotion_lab.tools.bench")
@@ -238,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         selected = [name for name in all_rows if name in args.rows.split(",")]
 
     out = args.out or PROJECT_ROOT / "outputs" / "bench" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    out.mkdir(parents=True, exist_ok=True)
     try:
+        if args.publish:  # known before hours of training, not after
+            require_checkout("docs/results")
+        out.mkdir(parents=True, exist_ok=True)
         # Validate every row before the first minute of training is spent.
         for name in list(selected):
             cfg = compose_train(all_rows[name], out)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from emotion_lab.utils.atomic import write_text
-from emotion_lab.utils.config import PROJECT_ROOT, cpu_has_native_bf16, repo_relative
+from emotion_lab.utils.config import CHECKOUT, cpu_has_native_bf16, repo_relative
 
 
 def cpu_model() -> str:
@@ -74,8 +74,10 @@ def provenance() -> dict[str, Any]:
     import torch
 
     def git(*args: str) -> str:
+        if CHECKOUT is None:  # installed: the working directory's repository is not this code's
+            return ""
         try:
-            return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
+            return subprocess.run(["git", *args], cwd=CHECKOUT, capture_output=True, text=True).stdout.strip()
         except OSError:
             return ""
 

@@ -1,4 +1,5 @@
-"""RunFigures and TestReport's calibration lines, on their own: no TensorBoard, no datamodule counts."""
+"""RunFigures, ConfusionMatrixFigure and TestReport's calibration lines, on their own: no trainer, no
+datamodule counts, a TensorBoard logger that only records."""
 
 import json
 import math
@@ -7,20 +8,36 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 
-from emotion_lab.callbacks.figures import RunFigures
+from emotion_lab.callbacks.figures import ConfusionMatrixFigure, RunFigures
 from emotion_lab.callbacks.reports import calibration_lines
 from emotion_lab.labels import LABELS
 
 
-def fake_trainer(metrics: dict, datamodule=None):
+def fake_trainer(metrics: dict, datamodule=None, loggers=()):
     return SimpleNamespace(
         callback_metrics={k: torch.tensor(v) for k, v in metrics.items()},
-        loggers=[],
+        loggers=list(loggers),
         is_global_zero=True,
+        sanity_checking=False,
         datamodule=datamodule,
         global_step=0,
     )
+
+
+class RecordingTensorBoard(TensorBoardLogger):
+    """A TensorBoard logger that keeps the figures it is given, by tag, instead of writing them."""
+
+    def __init__(self) -> None:
+        self.figures = {}
+
+    @property
+    def experiment(self):
+        return self
+
+    def add_figure(self, tag, figure, global_step=None, close=True) -> None:
+        self.figures[tag] = figure
 
 
 def run_callback(tmp_path, temperature, datamodule=None):
@@ -71,27 +88,38 @@ def flat(points) -> list[float]:
     return [float(v) for point in points for v in point]
 
 
-def drawn_reliability(tmp_path, monkeypatch, temperature, metrics):
-    """Runs RunFigures over the hand-built sentences in two batches; returns the reliability figure's curves
-    as {legend label: its sorted (x, y) points, flattened}."""
+def saved_figures(monkeypatch) -> dict:
+    """The figures `figures.save` is given from now on, by file name: filled as they are saved."""
     from emotion_lab.reporting import figures
 
     drawn = {}
     save = figures.save
     monkeypatch.setattr(figures, "save", lambda fig, path: drawn.setdefault(Path(path).name, fig) and save(fig, path))
+    return drawn
+
+
+def run_on_hand_sentences(tmp_path, trainer, temperature) -> None:
+    """Runs RunFigures over the hand-built sentences in two batches."""
     callback = RunFigures(str(tmp_path), run_name="unit")
-    trainer, module = fake_trainer(metrics), SimpleNamespace(calibration_temperature=temperature)
+    module = SimpleNamespace(calibration_temperature=temperature)
     callback.on_test_epoch_start(trainer, module)
     for batch, rows in enumerate((slice(0, 2), slice(2, 3))):
         callback.on_test_batch_end(
             trainer, module, {"logits": HAND_LOGITS[rows], "targets": HAND_TARGETS[rows]}, None, batch
         )
     callback.on_test_end(trainer, module)
+
+
+def drawn_reliability(tmp_path, monkeypatch, temperature, metrics):
+    """The reliability figure RunFigures draws over the hand-built sentences, as its curves:
+    {legend label: its sorted (x, y) points, flattened}."""
+    drawn = saved_figures(monkeypatch)
+    run_on_hand_sentences(tmp_path, fake_trainer(metrics), temperature)
     ax = drawn["reliability"].axes[0]
     return {
         line.get_label(): flat(sorted(zip(line.get_xdata(), line.get_ydata())))
         for line in ax.lines
-        if line.get_label() != "perfect calibration"
+        if line.get_label() != "Perfectly calibrated"
     }
 
 
@@ -106,6 +134,31 @@ def test_the_reliability_diagram_plots_each_sentences_confidence_raw_and_scaled(
 def test_without_a_fitted_temperature_only_the_raw_curve_is_drawn(tmp_path, monkeypatch, temperature):
     curves = drawn_reliability(tmp_path, monkeypatch, temperature, {"test/ece": 0.25})
     assert curves == {"raw (ECE 0.2500)": pytest.approx(flat(RAW_POINTS))}
+
+
+def cells(fig) -> dict[tuple[int, int], str]:
+    """A confusion-matrix figure's cell texts by (column, row)."""
+    return {tuple(int(round(v)) for v in t.get_position()): t.get_text() for t in fig.axes[0].texts}
+
+
+def test_tensorboard_gets_the_same_confusion_matrix_as_the_saved_file(tmp_path, monkeypatch):
+    drawn, tensorboard = saved_figures(monkeypatch), RecordingTensorBoard()
+    trainer, module = fake_trainer({}, loggers=[tensorboard]), SimpleNamespace()
+    matrix = ConfusionMatrixFigure()
+    for batch, rows in enumerate((slice(0, 2), slice(2, 3))):
+        outputs = {"preds": HAND_LOGITS[rows].argmax(-1), "targets": HAND_TARGETS[rows]}
+        matrix.on_test_batch_end(trainer, module, outputs, None, batch)
+    matrix.on_test_epoch_end(trainer, module)
+    run_on_hand_sentences(tmp_path, trainer, None)
+    shown, saved = tensorboard.figures["test/confusion_matrix"], drawn["confusion_matrix"]
+    # Shares of each true class: sadness right, love taken for joy, surprise right.
+    expected = {(col, row): "0.00" for col in range(6) for row in range(6)}
+    expected |= {(0, 0): "1.00", (1, 2): "1.00", (5, 5): "1.00"}
+    assert cells(shown) == cells(saved) == expected
+    for fig in (shown, saved):
+        ax = fig.axes[0]
+        assert [t.get_text() for t in ax.get_yticklabels()] == list(LABELS) and ax.get_ylabel() == "true"
+    assert "test_figures/confusion_matrix" not in tensorboard.figures  # once in TensorBoard, not twice
 
 
 def test_the_test_report_gives_the_calibration_of_the_test_predictions(tmp_path):

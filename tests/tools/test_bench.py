@@ -159,3 +159,51 @@ def test_saved_results_name_paths_relative_to_the_checkout(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())["meta"]
     assert saved == {"command": "bench --out outputs/b", "data": "../shared/data/emotion"}
     assert (tmp_path / "results.md").read_text() == "from outputs/b\n"
+
+
+def _load_run(folder: Path, backend: str, forward_batch: int, requests: int) -> None:
+    folder.mkdir(parents=True)
+    meta = {"backend": backend, "limits": {"forward_batch": forward_batch}, "seconds_per_level": 20.0}
+    row = {"concurrency": 64, "requests": requests, "failed": 0, "requests_per_s": requests / 20, "p50_ms": 287.23}
+    row |= {"p99_ms": 481.06, "rss_mb_start": 553.7, "rss_mb_end": 610.6, "rss_mb_max": 610.6, "mean_batch_texts": 32.3}
+    (folder / "results.json").write_text(json.dumps({"meta": meta, "rows": [row]}))
+
+
+def test_combine_writes_one_table_over_the_load_test_runs_below_a_folder(tmp_path):
+    from emotion_lab.tools import results_page
+
+    _load_run(tmp_path / "a-torch-16", "torch fp32", 16, 2882)  # folder names in another order than the rows'
+    _load_run(tmp_path / "b-onnx-64", "onnx fp32", 64, 2572)
+    _load_run(tmp_path / "c-onnx-16", "onnx fp32", 16, 4237)
+    probe = [{"kind": "idle", "held_s": 35.002, "closed": False, "answer": ""}]
+    probe += [{"kind": "body never sent", "held_s": 10.0, "closed": True, "answer": "HTTP/1.1 408 Request Timeout"}]
+    (tmp_path / "servers" / "x").mkdir(parents=True)
+    (tmp_path / "servers" / "x" / "results.json").write_text(json.dumps({"meta": {"seconds": 35.0}, "probe": probe}))
+    assert results_page.main(["--combine", str(tmp_path)]) == 0
+    page = (tmp_path / "results.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
+    assert rows == [
+        "| `c-onnx-16` | onnx fp32 | 16 | 64 | 4237 | 0 | 212 | 287.2 | 481.1 | 32.3 | 554, 611 (611) |",
+        "| `b-onnx-64` | onnx fp32 | 64 | 64 | 2572 | 0 | 129 | 287.2 | 481.1 | 32.3 | 554, 611 (611) |",
+        "| `a-torch-16` | torch fp32 | 16 | 64 | 2882 | 0 | 144 | 287.2 | 481.1 | 32.3 | 554, 611 (611) |",
+        "| `servers/x` | 35.0 open | 10.0 (HTTP/1.1 408 Request Timeout) |",
+    ]
+    assert "| run | idle | body never sent |" in page and "notes.md" not in page
+    # A results.md someone wrote is not overwritten: its notes belong in notes.md.
+    (tmp_path / "results.md").write_text("# by hand\n")
+    assert results_page.main(["--combine", str(tmp_path)]) == 2
+    assert (tmp_path / "results.md").read_text() == "# by hand\n"
+
+
+def test_committed_combined_tables_are_their_files_output(tmp_path):
+    import shutil
+
+    from emotion_lab.tools import results_page
+    from emotion_lab.utils.config import PROJECT_ROOT
+
+    pages = [p for p in (PROJECT_ROOT / "docs" / "results").glob("*/*/results.md") if "--combine" in p.read_text()]
+    assert pages  # the serving measurements at least
+    for page in pages:
+        copy = shutil.copytree(page.parent, tmp_path / page.parent.name)
+        generated = results_page.combine(copy).read_text()
+        assert generated.split("\n", 1)[1] == page.read_text().split("\n", 1)[1], page  # below the header line
