@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +32,19 @@ from omegaconf import OmegaConf
 from emotion_lab.errors import UserInputError
 from emotion_lab.labels import LABELS
 from emotion_lab.reporting import figures
-from emotion_lab.reporting.sweeps import STORAGE_HELP, collect, read_study, shared_overrides, to_markdown
+from emotion_lab.reporting.sweeps import (
+    DEFAULT_OBJECTIVE,
+    STORAGE_HELP,
+    collect,
+    folder_study,
+    importance_evaluator,
+    read_study,
+    shared_overrides,
+    study_importances,
+    sweep_objective,
+    to_markdown,
+    trial_params,
+)
 from emotion_lab.utils.atomic import write_text
 from emotion_lab.utils.config import PROJECT_ROOT
 from emotion_lab.utils.records import markdown_table
@@ -50,7 +61,6 @@ RUN_FIGURES = {
 }
 # One file per figure, the first of these it was saved as: images Markdown shows, then PDF (linked).
 FIGURE_SUFFIXES = (".png", ".svg", ".jpg", ".jpeg", ".gif", ".webp", ".pdf")
-DEFAULT_OBJECTIVE = "val/f1_weighted_best"
 
 
 @dataclass
@@ -247,82 +257,6 @@ def unique_names(runs: list[Run]) -> list[str]:
     """Run names, made unique with a number where two folders share one."""
     names = [r.name for r in runs]
     return [n if names.count(n) == 1 else f"{n} ({i + 1})" for i, n in enumerate(names)]
-
-
-def sweep_objective(trial: Path) -> str:
-    config = trial / ".hydra" / "config.yaml"
-    if config.is_file():
-        metric = OmegaConf.load(config).get("optimized_metric")
-        if metric:
-            return str(metric)
-    return DEFAULT_OBJECTIVE
-
-
-def trial_params(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Each trial's swept hyperparameters: the overrides that differ between trials, as key -> value."""
-    shared = set(shared_overrides(rows))
-    return [dict(o.partition("=")[::2] for o in row["overrides"] if o not in shared and "=" in o) for row in rows]
-
-
-def folder_study(
-    values: Sequence[float | None], pruned: Sequence[bool] = (), params: Sequence[dict[str, str]] = ()
-) -> Any:
-    """A sweep's trials from their folders as an in-memory Optuna study (maximised), in launch order: a
-    complete trial (`values[i]` not None) with its value and, given `params`, the swept hyperparameters that
-    vary between complete trials; a pruned one (`pruned[i]`) and a failed one without."""
-    import optuna
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
-    from optuna.trial import TrialState
-
-    finished = [i for i, v in enumerate(values) if v is not None]
-    done = [params[i] for i in finished] if params else []
-    distributions, parsed = {}, [{} for _ in values]
-    for key in sorted({k for p in done for k in p}):
-        raw = [p.get(key) for p in done]
-        try:
-            numbers = [float(r) for r in raw]
-        except (TypeError, ValueError):
-            distributions[key] = CategoricalDistribution(sorted({str(r) for r in raw}))
-            numbers = [str(r) for r in raw]
-        else:
-            if min(numbers) == max(numbers):
-                continue
-            distributions[key] = FloatDistribution(min(numbers), max(numbers))
-        for i, value in zip(finished, numbers):
-            parsed[i][key] = value
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize")
-    for i, (row, value) in enumerate(zip(parsed, values)):
-        if value is not None:
-            trial = optuna.trial.create_trial(params=row, distributions=distributions, value=value)
-        else:
-            stopped = i < len(pruned) and pruned[i]
-            trial = optuna.trial.create_trial(state=TrialState.PRUNED if stopped else TrialState.FAIL)
-        study.add_trial(trial)
-    return study
-
-
-def importance_evaluator() -> Any:
-    """Optuna's random-forest impurity decrease, seeded: same trials, same report."""
-    import optuna
-
-    return optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0)
-
-
-def importances(params: list[dict[str, str]], values: list[float | None]) -> dict[str, float]:
-    """Importances of the swept hyperparameters over the finished trials (Optuna's mean decrease in impurity)."""
-    return study_importances(folder_study(values, params=params))
-
-
-def study_importances(study: Any) -> dict[str, float]:
-    """Importances over a study's complete trials, with the distributions it sampled from; none without two
-    complete trials with a hyperparameter."""
-    import optuna
-
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if len(complete) < 2 or not any(trial.params for trial in complete):
-        return {}
-    return dict(optuna.importance.get_param_importances(study, evaluator=importance_evaluator()))
 
 
 def sweep_report(folder: Path, out: Path, study: Any) -> str:

@@ -89,6 +89,8 @@ def test_committed_files_need_a_checkout_and_local_config_comes_from_the_working
     (tmp_path / "conf/local/default.yaml").write_text("# @package _global_\nseed: 7\n")
     result = run([venv / "bin/emotion-train", "--cfg", "job"], tmp_path)
     assert "\nseed: 7\n" in result.stdout, result.stderr[-3000:]
+    result = run([venv / "bin/emotion-evaluate", "--cfg", "job", "ckpt_path=x.ckpt"], tmp_path)
+    assert "\nseed: 7\n" in result.stdout, result.stderr[-3000:]
 
 
 def test_where_root_and_user_configs_are_installed_and_in_a_checkout(monkeypatch, tmp_path, capsys, caplog):

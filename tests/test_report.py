@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 from omegaconf import open_dict
 
 from emotion_lab.labels import LABELS
-from emotion_lab.report import importances, main
+from emotion_lab.report import main
+from emotion_lab.reporting.sweeps import importances
 from emotion_lab.train import train
 from tests.sweeps.test_study import no_connection  # noqa: F401 - a fixture
 

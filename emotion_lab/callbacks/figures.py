@@ -18,7 +18,7 @@ from emotion_lab.reporting import figures
 
 
 class ConfusionMatrixFigure(L.Callback):
-    """Draws the confusion matrix (counts; rows: true emotion) into TensorBoard's IMAGES tab after each
+    """Draws the confusion matrix (shares of each true emotion, by row) into TensorBoard's IMAGES tab after each
     validation epoch and the test, as RunFigures draws the saved one: a 2-D tensor cannot go there as a scalar."""
 
     def __init__(self) -> None:

@@ -15,8 +15,9 @@ from emotion_lab.errors import ConfigError
 class EmotionData(Protocol):
     """Attributes and methods, and what each must hold (after `setup` where noted)."""
 
-    source: str | None  # where the data came from, once set up (metrics.json, the model card)
-    tokenizer: Any  # the encoder's fast tokenizer, once set up (the attention figure tokenizes with it)
+    # Attributes from __init__ on, None until setup.
+    source: str | None  # where the data came from (metrics.json, the model card)
+    tokenizer: Any  # the encoder's fast tokenizer (the attention figure tokenizes with it)
 
     @property
     def max_length(self) -> int: ...  # word-pieces per sentence after truncation

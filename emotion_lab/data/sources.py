@@ -183,6 +183,6 @@ def configured_splits(data_dir: str | None, limit: int | None = None) -> tuple[D
 
 
 def test_split(data_dir: str | None) -> tuple[list[str], list[int], str]:
-    """The test split's texts and label ids, found where training finds them (conf/data), and their source."""
+    """The test split's texts and label ids, found as training finds them (emotion_lab/conf/data), and their source."""
     splits, source = configured_splits(data_dir)
     return list(splits["test"]["text"]), list(splits["test"]["label"]), source

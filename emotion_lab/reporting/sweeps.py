@@ -1,10 +1,12 @@
 """A multirun as rows: each trial's overrides, metrics and status (from its folder and the stored study),
-best first; as Markdown and CSV. The command is emotion_lab.tools.sweep_report; report.py embeds it."""
+best first, as Markdown and CSV; and its trials as an Optuna study for history and importances. The
+command is emotion_lab.tools.sweep_report; report.py builds a sweep's report from these."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +100,82 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
         own = " ".join(_short(o) for o in row["overrides"] if o not in shared)
         lines.append("| " + " | ".join(_cell(own if c == "overrides" else row[c]) for c in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
+
+
+DEFAULT_OBJECTIVE = "val/f1_weighted_best"
+
+
+def sweep_objective(trial: Path) -> str:
+    config = trial / ".hydra" / "config.yaml"
+    if config.is_file():
+        metric = OmegaConf.load(config).get("optimized_metric")
+        if metric:
+            return str(metric)
+    return DEFAULT_OBJECTIVE
+
+
+def trial_params(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Each trial's swept hyperparameters: the overrides that differ between trials, as key -> value."""
+    shared = set(shared_overrides(rows))
+    return [dict(o.partition("=")[::2] for o in row["overrides"] if o not in shared and "=" in o) for row in rows]
+
+
+def folder_study(
+    values: Sequence[float | None], pruned: Sequence[bool] = (), params: Sequence[dict[str, str]] = ()
+) -> Any:
+    """A sweep's trials from their folders as an in-memory Optuna study (maximised), in launch order: a
+    complete trial (`values[i]` not None) with its value and, given `params`, the swept hyperparameters that
+    vary between complete trials; a pruned one (`pruned[i]`) and a failed one without."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.trial import TrialState
+
+    finished = [i for i, v in enumerate(values) if v is not None]
+    done = [params[i] for i in finished] if params else []
+    distributions, parsed = {}, [{} for _ in values]
+    for key in sorted({k for p in done for k in p}):
+        raw = [p.get(key) for p in done]
+        try:
+            numbers = [float(r) for r in raw]
+        except (TypeError, ValueError):
+            distributions[key] = CategoricalDistribution(sorted({str(r) for r in raw}))
+            numbers = [str(r) for r in raw]
+        else:
+            if min(numbers) == max(numbers):
+                continue
+            distributions[key] = FloatDistribution(min(numbers), max(numbers))
+        for i, value in zip(finished, numbers):
+            parsed[i][key] = value
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    for i, (row, value) in enumerate(zip(parsed, values)):
+        if value is not None:
+            trial = optuna.trial.create_trial(params=row, distributions=distributions, value=value)
+        else:
+            stopped = i < len(pruned) and pruned[i]
+            trial = optuna.trial.create_trial(state=TrialState.PRUNED if stopped else TrialState.FAIL)
+        study.add_trial(trial)
+    return study
+
+
+def importance_evaluator() -> Any:
+    """Optuna's random-forest impurity decrease, seeded: same trials, same report."""
+    import optuna
+
+    return optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0)
+
+
+def importances(params: list[dict[str, str]], values: list[float | None]) -> dict[str, float]:
+    """Importances of the swept hyperparameters over the finished trials (Optuna's mean decrease in impurity)."""
+    return study_importances(folder_study(values, params=params))
+
+
+def study_importances(study: Any) -> dict[str, float]:
+    """Importances over a study's complete trials, with the distributions it sampled from; none without two
+    complete trials with a hyperparameter."""
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(complete) < 2 or not any(trial.params for trial in complete):
+        return {}
+    return dict(optuna.importance.get_param_importances(study, evaluator=importance_evaluator()))
