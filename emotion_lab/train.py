@@ -129,10 +129,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         timings["train_seconds"] = time.perf_counter() - start
         timings["epochs"] = trainer.current_epoch
+        timings["steps"] = trainer.global_step
     fit_metrics = metrics_to_floats(trainer.callback_metrics)
-    pruned_at = next((c.pruned_at for c in trainer.callbacks if isinstance(c, OptunaPruning)), None)
+    pruning = next((c for c in trainer.callbacks if isinstance(c, OptunaPruning)), None)
+    pruned_at = pruning.pruned_at if pruning else None
     if pruned_at is not None:
-        timings["pruned_at_epoch"] = pruned_at
+        timings.update(pruned_at_step=pruned_at, pruned_after_epochs=pruning.epochs_at(pruned_at))
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     # A weight-averaging callback (callbacks=[default,ema]) has written the averaged weights as each
@@ -155,7 +157,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     train_loss = metrics.get("train/loss_epoch", 0.0)
     status = "ok" if math.isfinite(train_loss) else "failed: non-finite training loss"
     if pruned_at is not None:
-        status = f"pruned after epoch {pruned_at}"
+        status = f"pruned after {pruning.epochs_at(pruned_at):g} epochs"
     if cfg.get("export") and best and pruned_at is None:
         from emotion_lab.inference.export import export
 
@@ -200,9 +202,9 @@ def main(cfg: DictConfig) -> float | None:
         log.error("%s", err)
         sys.exit(2)
     metrics = run_task(lambda c: train(c)[0], cfg, on_failure=record_failure)
-    if "pruned_at_epoch" in metrics:
+    if "pruned_at_step" in metrics:
         # Raised to the sweeper (Hydra hands a job's exception back), which records the trial as pruned.
-        raise optuna.TrialPruned(f"pruned after epoch {metrics['pruned_at_epoch']:.0f}")
+        raise optuna.TrialPruned(f"pruned after {metrics['pruned_after_epochs']:g} epochs")
     value = metrics.get(cfg.get("optimized_metric"))
     diverged = not math.isfinite(metrics.get("train/loss_epoch", 0.0))
     # What a sweeper maximises; None (a failed or diverged trial) is recorded as a failed trial.

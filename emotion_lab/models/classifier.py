@@ -187,11 +187,14 @@ class EmotionClassifier(L.LightningModule):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.net(input_ids, attention_mask)
 
-    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The network's logits for a batch of token ids, or of cached encoder states."""
         if "hidden" in batch:  # cached encoder states: only what lies above the cached layer runs
-            logits = self.net.forward_from_layer(batch["hidden"], batch["attention_mask"], self.cache_layer)
-        else:
-            logits = self(batch["input_ids"], batch["attention_mask"])
+            return self.net.forward_from_layer(batch["hidden"], batch["attention_mask"], self.cache_layer)
+        return self(batch["input_ids"], batch["attention_mask"])
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.logits(batch)
         if "teacher_logits" in batch:
             return self.loss_fn(logits, batch["labels"], batch["teacher_logits"]), logits
         return self.loss_fn(logits, batch["labels"]), logits

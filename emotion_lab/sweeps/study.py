@@ -2,9 +2,9 @@
 handle on it from inside the training process.
 
 The sweeper (`hydra_plugins/emotion_lab_sweeper`) creates or resumes the study; every trial runs in
-a Hydra job (in the sweeper's process or a launcher's worker) and finds its own trial through the
-storage, so pruning decisions and intermediate scores go through the same file whichever process
-runs it.
+a Hydra job (in the sweeper's process, a launcher's worker or another machine) whose job number is
+its trial number, and finds its trial through the storage, or through the gRPC proxy the sweep serves
+it on, so pruning decisions and intermediate scores reach the one study whichever process runs it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import shlex
 import sqlite3
 import urllib.parse
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,11 @@ from optuna.distributions import (
 from emotion_lab.errors import UserInputError, first_line
 from emotion_lab.utils.atomic import write_text
 
-# Set by the sweeper in each trial's job (hydra.job.env_set): the number of the trial it runs.
-TRIAL_ENV = "EMOTION_LAB_OPTUNA_TRIAL"
+# Set by the sweeper in each trial's Hydra config (hydra.sweeper.<key>): the storage the trial opens,
+# the sweep's own or the address it serves the study on.
+TRIAL_STORAGE_KEY = "trial_storage"
+# Optuna's gRPC storage proxy, as a storage spec: grpc://host:port.
+GRPC = "grpc://"
 # The study's user attribute holding its search space, checked when a sweep resumes it.
 SPACE_ATTR = "search_space"
 # In the sweep folder: where its study is stored, so reports find it (a file inside the folder is kept relative).
@@ -58,13 +62,24 @@ def _without_password(spec: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
+class WorkerLost(RuntimeError):
+    """The process or machine running a trial stopped before the trial ended (a launcher raises it in
+    the trial's place): the trial is interrupted, not failed, and the sweep runs another."""
+
+
 class StudyOutsideFolder(UserInputError):
     """study.yaml names a storage outside its sweep folder: a report leaves it alone unless the user passes it."""
 
 
 def open_storage(spec: str) -> optuna.storages.BaseStorage:
-    """`spec` with a scheme (`sqlite:///study.db`, `postgresql://...`): a database; otherwise the path of
-    a journal file, which needs no server and takes concurrent writers (joblib workers, submitit jobs)."""
+    """`spec` with a scheme (`sqlite:///study.db`, `postgresql://...`): a database; `grpc://host:port`: the
+    study a sweep serves; otherwise the path of a journal file, which needs no server and takes concurrent
+    writers on one machine or a shared filesystem (joblib workers, submitit jobs)."""
+    if spec.startswith(GRPC):
+        host, _, port = spec.removeprefix(GRPC).rpartition(":")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.GrpcStorageProxy(host=host.strip("[]"), port=int(port))
     if "://" in spec:
         try:
             if spec.startswith("sqlite:///"):  # a file in a folder that may not exist yet (the sweep's own)
@@ -154,17 +169,43 @@ def check_same_search(study: optuna.Study, signature: str, storage: str) -> None
         )
 
 
-def trial_in_this_job(pruner_config: Any, study_name: str, storage: str) -> optuna.Trial | None:
-    """The running trial this process trains, when the sweeper launched it (else None): scores
-    reported to it reach the study's storage, and its pruner decides on them."""
-    number = os.environ.get(TRIAL_ENV)
-    if number is None:
+def _trial_id(study: optuna.Study, storage: optuna.storages.BaseStorage, number: int) -> int:
+    """The storage's id of trial `number` (KeyError when there is none), through its public lookups."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+
+
+def trial_in_this_job(sweeper_config: Any, job_number: int) -> optuna.Trial | None:
+    """The running trial this Hydra job trains (the sweeper numbers each job as its trial), or None when
+    the study has no such running trial: scores reported to it reach the study, and its pruner decides."""
+    spec = sweeper_config.get(TRIAL_STORAGE_KEY)
+    if not spec:  # launched by hand or by another sweeper: no study to report to
         return None
+    storage = open_storage(str(spec))
     study = optuna.load_study(
-        study_name=study_name, storage=open_storage(storage), pruner=hydra.utils.instantiate(pruner_config)
+        study_name=sweeper_config.study_name, storage=storage, pruner=hydra.utils.instantiate(sweeper_config.pruner)
     )
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(number))
+    try:
+        trial_id = _trial_id(study, storage, job_number)
+    except KeyError:
+        return None
+    if storage.get_trial(trial_id).state != optuna.trial.TrialState.RUNNING:
+        return None
     return optuna.Trial(study, trial_id)
+
+
+def mark_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage, number: int) -> None:
+    """Trial `number` will not finish (its sweep stopped, or its worker died): failed, and flagged so the
+    sweep does not count it towards n_trials."""
+    trial_id = _trial_id(study, storage, number)
+    if storage.get_trial(trial_id).state.is_finished():  # it ended after all (its job told it)
+        return
+    storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, True)
+    study.tell(number, state=optuna.trial.TrialState.FAIL)
+
+
+def is_interrupted(trial: optuna.trial.FrozenTrial) -> bool:
+    # Studies made before the sweeper used only Optuna's public API flag it as a system attribute.
+    return bool(trial.user_attrs.get(INTERRUPTED_ATTR) or trial.system_attrs.get(INTERRUPTED_ATTR))
 
 
 def record_study(sweep_dir: Path, study_name: str, storage: str) -> None:
@@ -264,6 +305,6 @@ def stored_study(sweep_dir: Path, storage: str | None = None) -> optuna.Study | 
 
 def trial_status(trial: optuna.trial.FrozenTrial) -> str:
     """How a stored trial ended, in sweep_report's words."""
-    if trial.system_attrs.get(INTERRUPTED_ATTR):
+    if is_interrupted(trial):
         return "interrupted"
     return {"COMPLETE": "ok", "FAIL": "failed", "PRUNED": "pruned"}.get(trial.state.name, trial.state.name.lower())

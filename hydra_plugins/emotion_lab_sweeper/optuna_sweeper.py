@@ -3,7 +3,8 @@
 Hydra finds this plugin by its package (`hydra_plugins.*`); its options live in
 `emotion_lab/conf/hydra/sweeper/optuna_study.yaml`, the sampler and pruner in the groups beside it. Each batch of
 `n_jobs` trials is asked from the study, launched through the configured launcher (trial number =
-job number = the trial's folder), and told back as complete, pruned or failed.
+job number = the trial's folder), and told back as complete, pruned or failed. Trials that run where
+the storage cannot be opened (hydra/launcher=ray) reach the study through a gRPC proxy the sweep serves.
 """
 
 from __future__ import annotations
@@ -23,11 +24,17 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from emotion_lab.errors import first_line
+from emotion_lab.sweeps.proxy import serve_study
 from emotion_lab.sweeps.study import (
-    INTERRUPTED_ATTR,
-    TRIAL_ENV,
+    GRPC,
+    SQLITE,
+    STUDY_FILE,
+    TRIAL_STORAGE_KEY,
     SweepSetupError,
+    WorkerLost,
     check_same_search,
+    is_interrupted,
+    mark_interrupted,
     open_storage,
     record_study,
     search_space,
@@ -45,6 +52,7 @@ class OptunaStudySweeper(Sweeper):
         direction: str,
         study_name: str,
         storage: str | None,
+        proxy: DictConfig,
         n_trials: int,
         n_jobs: int,
         max_failure_rate: float,
@@ -53,8 +61,10 @@ class OptunaStudySweeper(Sweeper):
         # Sampler and pruner arrive as configs (`_recursive_: false`): a resumed study re-seeds its sampler.
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
         self.direction, self.study_name, self.storage = direction, study_name, storage
+        self.proxy = proxy
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, max(1, n_jobs), max_failure_rate
         self.params = OmegaConf.to_container(params) if params else {}
+        self.served_at: str | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -63,14 +73,17 @@ class OptunaStudySweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> optuna.Study:
+        sweep_dir = Path(self.config.hydra.sweep.dir)
         try:
-            study, space, fixed = self._open_study(arguments)
+            study, space, fixed = self._open_study(arguments, sweep_dir)
+            if self._serves_study():
+                host = self.proxy.host or getattr(self.launcher, "study_host", lambda: "127.0.0.1")()
+                self.served_at = serve_study(self.storage_obj, host, int(self.proxy.port))
         except SweepSetupError as err:
             raise SystemExit(str(err)) from None  # one line, before any trial runs
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-            self._mark_interrupted(study, trial._trial_id)
-        done = sum(not t.system_attrs.get(INTERRUPTED_ATTR) for t in study.get_trials(deepcopy=False))
-        sweep_dir = Path(self.config.hydra.sweep.dir)
+            mark_interrupted(study, self.storage_obj, trial.number)
+        done = sum(not is_interrupted(t) for t in study.get_trials(deepcopy=False))
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         record_study(sweep_dir, self.study_name, self.storage)
         log.info(
@@ -92,7 +105,7 @@ class OptunaStudySweeper(Sweeper):
                 returns = self._launch(trials, fixed)
             except BaseException as err:  # Ctrl-C, SIGTERM or a stopping error: the batch will not finish
                 for trial in trials:
-                    self._mark_interrupted(study, trial._trial_id)
+                    mark_interrupted(study, self.storage_obj, trial.number)
                 signal = isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and not err.code)
                 if signal:  # not an error the next run would meet again
                     log.warning(
@@ -105,26 +118,55 @@ class OptunaStudySweeper(Sweeper):
                     raise SystemExit(1) from err  # Lightning exits 0 on SIGTERM; an unfinished sweep did not succeed
                 raise
             for trial, ret in zip(trials, returns):
-                failures += not self._tell(study, trial, ret)
-            done += len(trials)
-            if failures / done > self.max_failure_rate:
+                told = self._tell(study, trial, ret)
+                failures += told is False
+                done += told is not None
+            if done and failures / done > self.max_failure_rate:
                 raise SystemExit(
                     f"{failures} of {done} trials failed, above hydra.sweeper.max_failure_rate={self.max_failure_rate}"
                 )
         self._write_results(study, sweep_dir)
         return study
 
-    def _open_study(self, arguments: list[str]) -> tuple[optuna.Study, dict[str, Any], list[str]]:
+    def _serves_study(self) -> bool:
+        """Whether trials reach the study through the sweep's gRPC proxy rather than its storage."""
+        enabled = self.proxy.enabled
+        if enabled not in ("auto", True, False):
+            raise SweepSetupError(f"hydra.sweeper.proxy.enabled={enabled!r}: allowed values are auto, true, false")
+        return bool(getattr(self.launcher, "runs_trials_elsewhere", False)) if enabled == "auto" else enabled
+
+    def _default_storage(self, sweep_dir: Path) -> str:
+        """The folder's own study when it records one (a resumed sweep), else a journal file, or a SQLite
+        file when the study is served: Optuna's proxy does not support journal storage (optuna#6084)."""
+        record = sweep_dir / STUDY_FILE
+        if record.is_file():
+            recorded = OmegaConf.load(record).storage
+            if recorded.startswith(SQLITE) or "://" not in recorded:
+                path = sweep_dir / recorded.removeprefix(SQLITE)
+                return SQLITE + str(path) if recorded.startswith(SQLITE) else str(path)
+        if self._serves_study():
+            return f"{SQLITE}{sweep_dir / 'optuna.db'}"
+        return str(sweep_dir / "optuna.journal")
+
+    def _open_study(self, arguments: list[str], sweep_dir: Path) -> tuple[optuna.Study, dict[str, Any], list[str]]:
         if self.direction not in ("maximize", "minimize"):
             raise SweepSetupError(f"hydra.sweeper.direction={self.direction!r}: allowed values are maximize, minimize")
-        if not self.storage:
+        self.storage = str(self.storage) if self.storage else self._default_storage(sweep_dir)
+        if self.storage.startswith(GRPC):
             raise SweepSetupError(
-                "hydra.sweeper.storage is empty: a sweep keeps its study in a file so it can resume and prune "
-                "(default <sweep folder>/optuna.journal)"
+                f"hydra.sweeper.storage={self.storage}: the sweep serves its own study; give the storage behind "
+                "it (a file or database URL) and hydra.sweeper.proxy.enabled=true"
+            )
+        if self._serves_study() and "://" not in self.storage:
+            raise SweepSetupError(
+                f"hydra.sweeper.storage={self.storage}: a journal file cannot be served to trials on other machines "
+                "(Optuna's gRPC proxy does not support it); use a database, e.g. "
+                f"hydra.sweeper.storage=sqlite:///{sweep_dir / 'optuna.db'}, or hydra.sweeper.proxy.enabled=false "
+                "with a filesystem every node shares"
             )
         space, fixed = search_space(self.params, arguments)
-        Path(self.config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
-        storage = open_storage(str(self.storage))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        storage = self.storage_obj = open_storage(self.storage)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
             study = optuna.create_study(
@@ -148,30 +190,38 @@ class OptunaStudySweeper(Sweeper):
         batches = [trials]
         if [t.number for t in trials] != list(range(trials[0].number, trials[0].number + len(trials))):
             batches = [[t] for t in trials]  # another process asked trials in between: launch one by one
+        quoted = self._trial_storage().replace("\\", "\\\\").replace("'", "\\'")
+        served = [f"++hydra.sweeper.{TRIAL_STORAGE_KEY}='{quoted}'"]
         returns = []
         for batch in batches:
-            overrides = [
-                [*fixed, *(f"{k}={v}" for k, v in t.params.items()), f"++hydra.job.env_set.{TRIAL_ENV}={t.number}"]
-                for t in batch
-            ]
+            overrides = [[*fixed, *(f"{k}={v}" for k, v in t.params.items()), *served] for t in batch]
             self.validate_batch_is_legal(overrides)
             returns += self.launcher.launch(overrides, initial_job_idx=batch[0].number)
         return returns
 
-    @staticmethod
-    def _mark_interrupted(study: optuna.Study, trial_id: int) -> None:
-        study._storage.set_trial_system_attr(trial_id, INTERRUPTED_ATTR, True)
-        study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    def _trial_storage(self) -> str:
+        """What a trial opens: the served study, or the storage with a file's path absolute (a worker may
+        run in another folder)."""
+        if self.served_at:
+            return self.served_at
+        if self.storage.startswith(SQLITE):
+            return SQLITE + str(Path(self.storage.removeprefix(SQLITE)).absolute())
+        return self.storage if "://" in self.storage else str(Path(self.storage).absolute())
 
-    @staticmethod
-    def _tell(study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> bool:
-        """Record how the trial ended; False when it failed."""
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> bool | None:
+        """Record how the trial ended: True when it counts, False when it failed, None when its worker
+        stopped under it (interrupted: not counted, the sweep runs another)."""
         if ret.status == JobStatus.FAILED:
-            error = ret._return_value  # the job's exception (`return_value` would re-raise it)
+            # The job's exception, read as the dataclass field (Hydra's `return_value` prints and re-raises it).
+            error = ret._return_value
             if isinstance(error, optuna.TrialPruned):
                 log.info("trial %d %s", trial.number, error)
                 study.tell(trial, state=TrialState.PRUNED)
                 return True
+            if isinstance(error, WorkerLost):
+                log.warning("trial %d interrupted: %s", trial.number, error)
+                mark_interrupted(study, self.storage_obj, trial.number)
+                return None
             log.warning("trial %d failed: %s: %s", trial.number, type(error).__name__, error, exc_info=error)
             study.tell(trial, state=TrialState.FAIL)
             return False

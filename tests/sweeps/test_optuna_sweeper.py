@@ -9,7 +9,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from emotion_lab.sweeps.study import stored_study
+from emotion_lab.sweeps.study import WorkerLost, stored_study
 from hydra_plugins.emotion_lab_sweeper.optuna_sweeper import OptunaStudySweeper
 
 
@@ -20,6 +20,7 @@ def sweeper(tmp_path: Path, launch, n_trials: int = 3) -> OptunaStudySweeper:
         direction="maximize",
         study_name="head",
         storage=str(tmp_path / "optuna.journal"),
+        proxy=OmegaConf.create({"enabled": False, "host": None, "port": 0}),
         n_trials=n_trials,
         n_jobs=1,
         max_failure_rate=1.0,
@@ -66,4 +67,54 @@ def test_a_stopped_sweep_marks_its_trial_interrupted_and_exits_non_zero(tmp_path
         sweeper(tmp_path, sigterm).sweep([])
     assert stopped.value.code == 1
     (trial,) = stored_study(tmp_path).trials
-    assert trial.state == TrialState.FAIL and trial.system_attrs["interrupted"] is True
+    assert trial.state == TrialState.FAIL and trial.user_attrs["interrupted"] is True
+
+
+def test_a_trial_whose_worker_died_is_interrupted_and_the_sweep_runs_another(tmp_path):
+    outcomes = iter(
+        [
+            job(JobStatus.COMPLETED, 0.8),
+            job(JobStatus.FAILED, WorkerLost("job 1: its Ray worker stopped (NodeDiedError)")),
+            job(JobStatus.COMPLETED, 0.7),
+        ]
+    )
+    sweeper(tmp_path, lambda batch, initial_job_idx: [next(outcomes) for _ in batch], n_trials=2).sweep([])
+    trials = stored_study(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].user_attrs["interrupted"] is True and "interrupted" not in trials[2].user_attrs
+    assert OmegaConf.load(tmp_path / "optimization_results.yaml").trials.complete == 2
+
+
+def test_the_sweeper_and_the_trial_lookup_use_only_optunas_public_api():
+    # Private attributes of Optuna's objects (study._storage, trial._trial_id, ...) change without notice.
+    import ast
+    import inspect
+
+    import emotion_lab.callbacks.pruning
+    import emotion_lab.sweeps.proxy
+    import emotion_lab.sweeps.study
+    import hydra_plugins.emotion_lab_sweeper.optuna_sweeper
+    import hydra_plugins.emotion_lab_sweeper.ray_launcher
+
+    private = []
+    for module in (
+        emotion_lab.callbacks.pruning,
+        emotion_lab.sweeps.proxy,
+        emotion_lab.sweeps.study,
+        hydra_plugins.emotion_lab_sweeper.optuna_sweeper,
+        hydra_plugins.emotion_lab_sweeper.ray_launcher,
+    ):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                own = isinstance(node.value, ast.Name) and node.value.id in ("self", "ret")
+                if own or node.attr in ("_replace", "_asdict"):  # ours, a JobReturn field, namedtuple API
+                    continue
+                private.append(f"{module.__name__}:{node.lineno} .{node.attr}")
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and "._" in f".{node.module}"
+                and "optuna" in node.module
+            ):
+                private.append(f"{module.__name__}:{node.lineno} from {node.module}")
+    assert private == []

@@ -192,3 +192,17 @@ def test_a_storage_the_user_names_is_read_in_place_and_a_missing_one_is_one_line
         with pytest.raises(UserInputError, match=rf"^--storage {missing}: cannot read the study \(FileNotFoundError"):
             stored_study(sweep, missing)
     assert not (tmp_path / "nope").exists()
+
+
+def test_a_trial_flagged_interrupted_by_an_earlier_sweeper_still_reads_as_interrupted(tmp_path):
+    from emotion_lab.sweeps.study import trial_status
+
+    storage = open_storage(str(tmp_path / "optuna.journal"))
+    study = optuna.create_study(study_name="s", storage=storage)
+    old, new = study.ask(), study.ask()
+    # Sweeps before 2026-12-03 flagged it as a system attribute; the sweeper now sets a user attribute.
+    storage.set_trial_system_attr(storage.get_trial_id_from_study_id_trial_number(0, old.number), "interrupted", True)
+    new.set_user_attr("interrupted", True)
+    for trial in (old, new):
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert [trial_status(t) for t in study.trials] == ["interrupted", "interrupted"]

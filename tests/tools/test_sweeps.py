@@ -131,10 +131,11 @@ def stored_study(folder: Path) -> optuna.Study:
 
 @pytest.mark.slow
 def test_pruned_trials_stop_early_and_are_recorded_as_pruned(tmp_path, data_dir, tiny_encoder, capsys):
-    # A threshold no F1 reaches prunes every trial after its first epoch, deterministically. The two
-    # trials run as parallel joblib processes, each reporting to the study's one journal file.
-    args = ["hydra.sweeper.n_trials=2", "trainer.max_epochs=3", "hydra/sweeper/pruner=threshold"]
-    args += ["hydra.sweeper.pruner.lower=1.01", "logger=tensorboard"]
+    # A threshold no F1 reaches prunes every trial at its first report, a quarter into its first epoch
+    # (6 batches of 4), deterministically. The two trials run as parallel joblib processes, each
+    # reporting to the study's one journal file.
+    args = ["hydra.sweeper.n_trials=2", "trainer.max_epochs=3", "hydra/sweeper/pruner=threshold", "data.batch_size=4"]
+    args += ["hydra.sweeper.pruner.lower=1.01", "hydra.sweeper.pruner.n_warmup_steps=0", "logger=tensorboard"]
     args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", "torch_threads=1"]
     result = run_train(tiny_optuna(tmp_path, data_dir, tiny_encoder, *args))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -144,10 +145,11 @@ def test_pruned_trials_stop_early_and_are_recorded_as_pruned(tmp_path, data_dir,
     assert all(list(t.intermediate_values) == [0] for t in study.trials)  # reported once, then stopped
     for trial in ("0", "1"):
         metrics = json.loads((folder / trial / "metrics.json").read_text())
-        assert metrics["status"] == "pruned after epoch 0" and metrics["epochs"] == 1
+        assert metrics["status"] == "pruned after 0.25 epochs" and metrics["pruned_at_step"] == 0
+        assert metrics["steps"] == 2  # stopped after the first quarter's 2 of 6 batches, not at the epoch's end
     assert sweep_report([str(folder)]) == 0
     rows = list(csv.DictReader((folder / "sweep_summary.csv").open()))
-    assert [r["status"] for r in rows] == ["pruned after epoch 0"] * 2
+    assert [r["status"] for r in rows] == ["pruned after 0.25 epochs"] * 2
     assert report_main([str(folder)]) == 0
     assert "2 trials (2 pruned)" in (folder / "report.md").read_text()
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
@@ -160,7 +162,7 @@ def test_pruned_trials_stop_early_and_are_recorded_as_pruned(tmp_path, data_dir,
                 if value.tag == "_hparams_/session_start_info":
                     data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
                     statuses.append(data.session_start_info.hparams["status"].string_value)
-    assert statuses == ["pruned after epoch 0"]
+    assert statuses == ["pruned after 0.25 epochs"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,204 @@
+"""Sweeps that cannot start say so in one line, before any trial; the pruning callback's report schedule."""
+
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+from emotion_lab.callbacks.pruning import OptunaPruning
+from emotion_lab.utils.config import PROJECT_ROOT
+from tests.conftest import QUIET
+
+
+def sweep(tmp_path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emotion_lab.train",
+            "hparams_search=optuna",
+            f"paths.log_dir={tmp_path}",
+            *QUIET,
+            *args,
+        ],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def no_trial_ran(tmp_path) -> bool:
+    return not any(p.name.isdigit() for p in tmp_path.rglob("*") if p.is_dir())
+
+
+@pytest.mark.slow
+def test_the_ray_launcher_without_ray_installed_is_one_line(tmp_path):
+    fake = tmp_path / "site"
+    (fake / "ray").mkdir(parents=True)
+    (fake / "ray" / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    result = sweep(tmp_path, "hydra/launcher=ray", env={"PYTHONPATH": str(fake)})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "hydra/launcher=ray needs Ray on this machine and every node: pip install 'emotion_lab[ray]'"
+    )
+    assert no_trial_ran(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["hydra.sweeper.proxy.enabled=true", "hydra.sweeper.storage=study.journal"],
+            "hydra.sweeper.storage=study.journal: a journal file cannot be served to trials on other machines",
+        ),
+        (
+            ["hydra.sweeper.proxy.enabled=maybe"],
+            "hydra.sweeper.proxy.enabled='maybe': allowed values are auto, true, false",
+        ),
+        (
+            ["hydra.sweeper.storage=grpc://127.0.0.1:1"],
+            "hydra.sweeper.storage=grpc://127.0.0.1:1: the sweep serves its own",
+        ),
+    ],
+)
+def test_a_study_that_cannot_be_served_is_one_line_before_any_trial(tmp_path, args, line):
+    result = sweep(tmp_path, *args)
+    assert result.returncode == 1
+    (last,) = result.stderr.strip().splitlines()[-1:]
+    assert last.startswith(line)
+    assert no_trial_ran(tmp_path)
+
+
+class RecordingTrial:
+    def __init__(self) -> None:
+        self.reports: list[tuple[int, float]] = []
+        self.study = SimpleNamespace(pruner=optuna.pruners.MedianPruner())
+
+    def report(self, value: float, step: int) -> None:
+        self.reports.append((step, value))
+
+    def should_prune(self) -> bool:
+        return False
+
+
+def test_reports_fall_after_each_quarter_and_at_the_epochs_end_but_the_last():
+    callback = OptunaPruning(reports_per_epoch=4, subset=8)
+    callback._trial = trial = RecordingTrial()
+    callback._subset_f1 = lambda trainer, module: 0.5  # the scoring itself runs in the sweep tests
+    trainer = SimpleNamespace(
+        num_training_batches=6, max_epochs=2, should_stop=False, sanity_checking=False, callback_metrics={}
+    )
+    trainer.state = SimpleNamespace(fn="fit")
+    for epoch in range(2):
+        module = SimpleNamespace(current_epoch=epoch)
+        callback.on_train_epoch_start(trainer, module)
+        for batch_idx in range(6):
+            callback.on_train_batch_end(trainer, module, None, None, batch_idx)
+        trainer.callback_metrics = {"val/f1_weighted": 0.9}
+        callback.on_validation_end(trainer, module)
+    # Quarters end after batches 2 (round 1.5), 3 and 4 (round 4.5) of 6; epoch 1's end (step 7) is not judged.
+    assert trial.reports == [(0, 0.5), (1, 0.5), (2, 0.5), (3, 0.9), (4, 0.5), (5, 0.5), (6, 0.5)]
+    assert callback.epochs_at(0) == 0.25 and callback.epochs_at(3) == 1.0
+
+
+def test_an_epoch_shorter_than_its_reports_skips_parts_without_repeating_a_step():
+    callback = OptunaPruning(reports_per_epoch=4, subset=8)
+    callback._trial = trial = RecordingTrial()
+    callback._subset_f1 = lambda trainer, module: 0.5
+    trainer = SimpleNamespace(num_training_batches=2, should_stop=False)
+    module = SimpleNamespace(current_epoch=0)
+    callback.on_train_epoch_start(trainer, module)
+    for batch_idx in range(2):
+        callback.on_train_batch_end(trainer, module, None, None, batch_idx)
+    assert trial.reports == [(1, 0.5)]  # only the half-way point ends after a whole batch (of 2)
+
+
+def test_the_subset_score_is_the_weighted_f1_of_batches_spread_over_validation_and_modes_are_restored():
+    import contextlib
+
+    import torch
+    from sklearn.metrics import f1_score
+
+    generator = torch.Generator().manual_seed(0)
+    batches = [
+        {"x": torch.randn(4, 6, generator=generator), "labels": torch.randint(0, 6, (4,), generator=generator)}
+        for _ in range(8)
+    ]
+
+    class Head(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.frozen = torch.nn.Dropout(0.5).eval()  # kept in eval mode while the rest trains
+            self.device = torch.device("cpu")
+
+        def logits(self, batch):
+            return self.frozen(batch["x"])
+
+        def transfer_batch_to_device(self, batch, device, index):
+            return batch
+
+    head = Head().train()
+    head.frozen.eval()
+    trainer = SimpleNamespace(
+        val_dataloaders=batches, precision_plugin=SimpleNamespace(forward_context=contextlib.nullcontext)
+    )
+    score = OptunaPruning(subset=8)._subset_f1(trainer, head)
+    chosen = [batches[0], batches[7]]  # 8 sentences = 2 batches of 4, the first and the last of 8
+    preds = torch.cat([b["x"] for b in chosen]).argmax(-1)
+    target = torch.cat([b["labels"] for b in chosen])
+    assert score == pytest.approx(f1_score(target, preds, average="weighted", labels=range(6), zero_division=0))
+    assert head.training and not head.frozen.training
+
+
+def test_a_proxy_address_this_machine_cannot_listen_on_is_one_line(tmp_path):
+    from emotion_lab.sweeps.proxy import serve_study
+    from emotion_lab.sweeps.study import SweepSetupError, open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    with pytest.raises(SweepSetupError, match=r"^hydra.sweeper.proxy.host=192.0.2.1: cannot listen there \("):
+        serve_study(storage, "192.0.2.1", 0)  # a documentation-only address (RFC 5737): never this machine's
+
+
+def test_a_ray_node_without_the_data_stops_the_sweep_in_one_line(tmp_path, data_dir):
+    pytest.importorskip("ray")
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.emotion_lab_sweeper import ray_launcher
+
+    HEAD = "a" * 56  # Ray's node ids are 28 bytes in hex
+
+    class Probe:
+        """ray.remote(fn) run in this process: node 1 answers as if the data folder were missing there."""
+
+        def __init__(self, fn) -> None:
+            self.fn, self.node = fn, None
+
+        def options(self, scheduling_strategy, **_):
+            self.node = scheduling_strategy.node_id
+            return self
+
+        def remote(self, data_dir):
+            return self.fn(data_dir if self.node == HEAD else str(tmp_path / "elsewhere"))
+
+    fake_ray = SimpleNamespace(
+        remote=Probe,
+        get=lambda answers: answers,
+        nodes=lambda: [
+            {"NodeID": HEAD, "Alive": True, "NodeManagerAddress": "10.0.0.1"},
+            {"NodeID": "b" * 56, "Alive": True, "NodeManagerAddress": "10.0.0.2"},
+        ],
+    )
+    launcher = ray_launcher.RayLauncher(address=None, num_cpus=1, num_gpus=0, init=None)
+    launcher.config = OmegaConf.create({"data": {"dir": str(data_dir), "fallback_dirs": []}})
+    with pytest.raises(SystemExit) as stopped:
+        launcher._check_nodes(fake_ray)
+    assert str(stopped.value) == (
+        f"Ray node 10.0.0.2 lacks the data folder {tmp_path / 'elsewhere'}: install emotion_lab on every node "
+        "and put the data at the same path on each (or a shared filesystem)"
+    )
