@@ -35,17 +35,18 @@ def serve_study(storage: optuna.storages.BaseStorage, host: str, port: int) -> s
             f"hydra.sweeper.proxy.host={host}: cannot listen there ({err.strerror}); give an address of this "
             "machine that the trials' machines reach"
         ) from None
+    address = f"[{host}]" if ":" in host else host  # gRPC's form for an IPv6 address
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         server = threading.Thread(
             target=optuna.storages.run_grpc_proxy_server,
             args=(storage,),
-            kwargs={"host": host, "port": port},
+            kwargs={"host": address, "port": port},
             name="optuna-grpc-proxy",
             daemon=True,
         )
         server.start()
-        client = optuna.storages.GrpcStorageProxy(host=host, port=port)
+        client = optuna.storages.GrpcStorageProxy(host=address, port=port)
     try:
         client.wait_server_ready(timeout=READY_TIMEOUT_S)
     except Exception as err:  # noqa: BLE001 - grpc's own timeout error: one line either way
@@ -55,6 +56,6 @@ def serve_study(storage: optuna.storages.BaseStorage, host: str, port: int) -> s
         ) from None
     finally:
         client.close()
-    spec = f"{GRPC}[{host}]:{port}" if ":" in host else f"{GRPC}{host}:{port}"
+    spec = f"{GRPC}{address}:{port}"
     log.info("serving the study to trials on %s (Optuna's gRPC storage proxy)", spec)
     return spec

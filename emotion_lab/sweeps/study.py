@@ -53,7 +53,7 @@ class SweepSetupError(UserInputError):
     """A sweep that cannot start: the sweeper prints this one line and exits before any trial."""
 
 
-def _without_password(spec: str) -> str:
+def without_password(spec: str) -> str:
     """A storage URL as it may be printed: a password in it is masked."""
     parts = urllib.parse.urlsplit(spec)
     if not parts.password:
@@ -76,10 +76,10 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
     study a sweep serves; otherwise the path of a journal file, which needs no server and takes concurrent
     writers on one machine or a shared filesystem (joblib workers, submitit jobs)."""
     if spec.startswith(GRPC):
-        host, _, port = spec.removeprefix(GRPC).rpartition(":")
+        host, _, port = spec.removeprefix(GRPC).rpartition(":")  # an IPv6 host keeps its brackets, as gRPC wants
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.GrpcStorageProxy(host=host.strip("[]"), port=int(port))
+            return optuna.storages.GrpcStorageProxy(host=host, port=int(port))
     if "://" in spec:
         try:
             if spec.startswith("sqlite:///"):  # a file in a folder that may not exist yet (the sweep's own)
@@ -169,6 +169,21 @@ def check_same_search(study: optuna.Study, signature: str, storage: str) -> None
         )
 
 
+def hydra_quoted(value: str) -> str:
+    """`value` as one quoted Hydra override value that parses back to itself: quotes escaped, backslashes
+    doubled only where Hydra reads them as escapes (before a quote or at the end), `${` kept literal."""
+    out, run = [], 0
+    for char in value:
+        if char == "\\":
+            run += 1
+            continue
+        out.append("\\" * (run * 2 if char == "'" else run))
+        run = 0
+        out.append("\\'" if char == "'" else char)
+    out.append("\\" * run * 2)
+    return "'" + "".join(out).replace("${", "\\${") + "'"
+
+
 def _trial_id(study: optuna.Study, storage: optuna.storages.BaseStorage, number: int) -> int:
     """The storage's id of trial `number` (KeyError when there is none), through its public lookups."""
     return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
@@ -197,10 +212,11 @@ def mark_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage, 
     """Trial `number` will not finish (its sweep stopped, or its worker died): failed, and flagged so the
     sweep does not count it towards n_trials."""
     trial_id = _trial_id(study, storage, number)
-    if storage.get_trial(trial_id).state.is_finished():  # it ended after all (its job told it)
+    try:
+        storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, True)
+    except optuna.exceptions.UpdateFinishedTrialError:  # it ended after all (its job told it)
         return
-    storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, True)
-    study.tell(number, state=optuna.trial.TrialState.FAIL)
+    study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
 
 
 def is_interrupted(trial: optuna.trial.FrozenTrial) -> bool:
@@ -227,9 +243,10 @@ class _ReadOnlyJournal(optuna.storages.journal.JournalFileBackend):
         if not os.path.isfile(path):  # Optuna's backend would create it
             raise FileNotFoundError(f"no such file: {path}")
         super().__init__(path)
+        self.path = path
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        raise PermissionError(f"{self._file_path}: opened read-only for a report")
+        raise PermissionError(f"{self.path}: opened read-only for a report")
 
 
 def open_storage_read_only(spec: str) -> optuna.storages.BaseStorage:
@@ -259,13 +276,13 @@ def _inside(sweep_dir: Path, spec: str) -> str:
         outside = not path.is_relative_to(sweep_dir.resolve())
     if outside:
         raise StudyOutsideFolder(
-            f"{sweep_dir / STUDY_FILE}: its study storage {_without_password(spec)} lies outside the sweep folder "
-            f"and was not opened; to read it, pass --storage {shlex.quote(_without_password(spec))}"
+            f"{sweep_dir / STUDY_FILE}: its study storage {without_password(spec)} lies outside the sweep folder "
+            f"and was not opened; to read it, pass --storage {shlex.quote(without_password(spec))}"
         )
     return SQLITE + str(path) if sqlite else str(path)
 
 
-def _read_record(record: Path) -> dict[str, str]:
+def read_study_record(record: Path) -> dict[str, str]:
     try:
         found = json.loads(record.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -281,7 +298,7 @@ def stored_study(sweep_dir: Path, storage: str | None = None) -> optuna.Study | 
     anything else raises StudyOutsideFolder. `storage` (the user's --storage) is opened instead,
     wherever it is; a storage it cannot read is a UserInputError."""
     record = sweep_dir / STUDY_FILE
-    found = _read_record(record) if record.is_file() else {}
+    found = read_study_record(record) if record.is_file() else {}
     if storage is None:
         if not found:
             return None

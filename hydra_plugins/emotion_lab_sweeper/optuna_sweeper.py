@@ -23,7 +23,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from emotion_lab.errors import first_line
+from emotion_lab.errors import UserInputError, first_line
 from emotion_lab.sweeps.proxy import serve_study
 from emotion_lab.sweeps.study import (
     GRPC,
@@ -33,15 +33,21 @@ from emotion_lab.sweeps.study import (
     SweepSetupError,
     WorkerLost,
     check_same_search,
+    hydra_quoted,
     is_interrupted,
     mark_interrupted,
     open_storage,
+    read_study_record,
     record_study,
     search_space,
     space_signature,
+    without_password,
 )
 
 log = logging.getLogger(__name__)
+
+# Launchers whose trials run on this machine: a served study listens on loopback for them.
+LOCAL_LAUNCHERS = ("BasicLauncher", "JoblibLauncher", "LocalLauncher")
 
 
 class OptunaStudySweeper(Sweeper):
@@ -53,6 +59,7 @@ class OptunaStudySweeper(Sweeper):
         study_name: str,
         storage: str | None,
         proxy: DictConfig,
+        trial_storage: str | None,
         n_trials: int,
         n_jobs: int,
         max_failure_rate: float,
@@ -65,6 +72,7 @@ class OptunaStudySweeper(Sweeper):
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, max(1, n_jobs), max_failure_rate
         self.params = OmegaConf.to_container(params) if params else {}
         self.served_at: str | None = None
+        del trial_storage  # a trial's own setting, declared in the config so the sweep can set it without `++`
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -77,8 +85,7 @@ class OptunaStudySweeper(Sweeper):
         try:
             study, space, fixed = self._open_study(arguments, sweep_dir)
             if self._serves_study():
-                host = self.proxy.host or getattr(self.launcher, "study_host", lambda: "127.0.0.1")()
-                self.served_at = serve_study(self.storage_obj, host, int(self.proxy.port))
+                self.served_at = serve_study(self.storage_obj, self._proxy_host(), int(self.proxy.port))
         except SweepSetupError as err:
             raise SystemExit(str(err)) from None  # one line, before any trial runs
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
@@ -89,7 +96,7 @@ class OptunaStudySweeper(Sweeper):
         log.info(
             "study %r in %s: %d of %d trials done%s; sampler %s, pruner %s",
             self.study_name,
-            self.storage,
+            without_password(self.storage),
             done,
             self.n_trials,
             ", resuming" if done else "",
@@ -103,24 +110,26 @@ class OptunaStudySweeper(Sweeper):
                 log.info("trial %d: %s", trial.number, " ".join(f"{k}={v}" for k, v in trial.params.items()))
             try:
                 returns = self._launch(trials, fixed)
-            except BaseException as err:  # Ctrl-C, SIGTERM or a stopping error: the batch will not finish
+            except BaseException as err:  # Ctrl-C, SIGTERM, a lost job or a stopping error: the batch will not finish
                 for trial in trials:
                     mark_interrupted(study, self.storage_obj, trial.number)
-                signal = isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and not err.code)
-                if signal:  # not an error the next run would meet again
-                    log.warning(
-                        "sweep stopped in trial %s (marked interrupted): rerun the same command with "
-                        "hydra.sweep.dir=%s to resume",
-                        ", ".join(str(t.number) for t in trials),
-                        sweep_dir,
-                    )
+                log.warning(
+                    "sweep stopped in trial %s (marked interrupted): rerun the same command with "
+                    "hydra.sweep.dir=%s to resume",
+                    ", ".join(str(t.number) for t in trials),
+                    sweep_dir,
+                )
                 if isinstance(err, SystemExit) and not err.code:
                     raise SystemExit(1) from err  # Lightning exits 0 on SIGTERM; an unfinished sweep did not succeed
                 raise
-            for trial, ret in zip(trials, returns):
-                told = self._tell(study, trial, ret)
-                failures += told is False
-                done += told is not None
+            told = [self._tell(study, trial, ret) for trial, ret in zip(trials, returns)]
+            if all(t is None for t in told):  # no worker left that finishes a trial: asking more would loop
+                raise SystemExit(
+                    f"every trial of the last batch ({', '.join(str(t.number) for t in trials)}) lost its worker; "
+                    f"check the cluster, then rerun the same command with hydra.sweep.dir={sweep_dir} to resume"
+                )
+            failures += sum(t is False for t in told)
+            done += sum(t is not None for t in told)
             if done and failures / done > self.max_failure_rate:
                 raise SystemExit(
                     f"{failures} of {done} trials failed, above hydra.sweeper.max_failure_rate={self.max_failure_rate}"
@@ -135,15 +144,34 @@ class OptunaStudySweeper(Sweeper):
             raise SweepSetupError(f"hydra.sweeper.proxy.enabled={enabled!r}: allowed values are auto, true, false")
         return bool(getattr(self.launcher, "runs_trials_elsewhere", False)) if enabled == "auto" else enabled
 
+    def _proxy_host(self) -> str:
+        if self.proxy.host:
+            return str(self.proxy.host)
+        if hasattr(self.launcher, "study_host"):  # the launcher knows how its workers reach this machine
+            return self.launcher.study_host()
+        if type(self.launcher).__name__ in LOCAL_LAUNCHERS:
+            return "127.0.0.1"
+        raise SweepSetupError(
+            f"hydra.sweeper.proxy.host is not set: {type(self.launcher).__name__} runs trials on other machines; "
+            "give this machine's address that they reach, e.g. hydra.sweeper.proxy.host=<login node address>"
+        )
+
     def _default_storage(self, sweep_dir: Path) -> str:
         """The folder's own study when it records one (a resumed sweep), else a journal file, or a SQLite
         file when the study is served: Optuna's proxy does not support journal storage (optuna#6084)."""
         record = sweep_dir / STUDY_FILE
         if record.is_file():
-            recorded = OmegaConf.load(record).storage
-            if recorded.startswith(SQLITE) or "://" not in recorded:
-                path = sweep_dir / recorded.removeprefix(SQLITE)
-                return SQLITE + str(path) if recorded.startswith(SQLITE) else str(path)
+            try:
+                recorded = read_study_record(record)["storage"]
+            except UserInputError as err:
+                raise SweepSetupError(str(err)) from None
+            if "://" in recorded and not recorded.startswith(SQLITE):
+                raise SweepSetupError(
+                    f"{record}: this sweep's study is in {without_password(recorded)}; resume it with "
+                    "hydra.sweeper.storage=<that URL> (the same command as before)"
+                )
+            path = sweep_dir / recorded.removeprefix(SQLITE)
+            return SQLITE + str(path) if recorded.startswith(SQLITE) else str(path)
         if self._serves_study():
             return f"{SQLITE}{sweep_dir / 'optuna.db'}"
         return str(sweep_dir / "optuna.journal")
@@ -160,9 +188,9 @@ class OptunaStudySweeper(Sweeper):
         if self._serves_study() and "://" not in self.storage:
             raise SweepSetupError(
                 f"hydra.sweeper.storage={self.storage}: a journal file cannot be served to trials on other machines "
-                "(Optuna's gRPC proxy does not support it); use a database, e.g. "
-                f"hydra.sweeper.storage=sqlite:///{sweep_dir / 'optuna.db'}, or hydra.sweeper.proxy.enabled=false "
-                "with a filesystem every node shares"
+                "(Optuna's gRPC proxy does not support it); start a new sweep without hydra.sweeper.storage (it "
+                "keeps a SQLite file) or with a database URL, or set hydra.sweeper.proxy.enabled=false where every "
+                "node shares the sweep folder's filesystem"
             )
         space, fixed = search_space(self.params, arguments)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -190,8 +218,7 @@ class OptunaStudySweeper(Sweeper):
         batches = [trials]
         if [t.number for t in trials] != list(range(trials[0].number, trials[0].number + len(trials))):
             batches = [[t] for t in trials]  # another process asked trials in between: launch one by one
-        quoted = self._trial_storage().replace("\\", "\\\\").replace("'", "\\'")
-        served = [f"++hydra.sweeper.{TRIAL_STORAGE_KEY}='{quoted}'"]
+        served = [f"hydra.sweeper.{TRIAL_STORAGE_KEY}={hydra_quoted(self._trial_storage())}"]
         returns = []
         for batch in batches:
             overrides = [[*fixed, *(f"{k}={v}" for k, v in t.params.items()), *served] for t in batch]
@@ -216,21 +243,21 @@ class OptunaStudySweeper(Sweeper):
             error = ret._return_value
             if isinstance(error, optuna.TrialPruned):
                 log.info("trial %d %s", trial.number, error)
-                study.tell(trial, state=TrialState.PRUNED)
+                study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
                 return True
             if isinstance(error, WorkerLost):
                 log.warning("trial %d interrupted: %s", trial.number, error)
                 mark_interrupted(study, self.storage_obj, trial.number)
                 return None
             log.warning("trial %d failed: %s: %s", trial.number, type(error).__name__, error, exc_info=error)
-            study.tell(trial, state=TrialState.FAIL)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             return False
         value = ret.return_value
         if value is None or not math.isfinite(float(value)):
             log.warning("trial %d returned %r (failed or diverged): recorded as failed", trial.number, value)
-            study.tell(trial, state=TrialState.FAIL)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             return False
-        study.tell(trial, float(value))
+        study.tell(trial, float(value), skip_if_finished=True)
         return True
 
     def _write_results(self, study: optuna.Study, sweep_dir: Path) -> None:

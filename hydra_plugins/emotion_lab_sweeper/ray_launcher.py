@@ -78,7 +78,8 @@ class RayLauncher(Launcher):
             ) from None
         if not ray.is_initialized():
             self._check_address()
-            options: dict[str, Any] = {"address": self.address, "log_to_driver": True, **self.init}
+            # "local": a Ray of its own, never a cluster RAY_ADDRESS or an earlier `ray start` points to.
+            options: dict[str, Any] = {"address": self.address or "local", "log_to_driver": True, **self.init}
             if self.address is None:
                 options.setdefault("include_dashboard", False)
             try:
@@ -120,7 +121,11 @@ class RayLauncher(Launcher):
             ).remote(str(local.absolute()) if local else None)
             for node in nodes
         ]
-        for node, lacks in zip(nodes, ray.get(answers)):
+        for node, answer in zip(nodes, answers):
+            try:
+                lacks = ray.get(answer)
+            except ray.exceptions.RayError as err:  # the probe itself could not run there: no emotion_lab
+                lacks = [f"the emotion_lab package ({first_line(err.__cause__ or err)})"]
             if lacks:
                 raise SystemExit(
                     f"Ray node {node['NodeManagerAddress']} lacks {' and '.join(lacks)}: install emotion_lab on "
@@ -129,10 +134,10 @@ class RayLauncher(Launcher):
         log.info("Ray: %d node(s), %s CPU, %s GPU per trial", len(nodes), self.num_cpus, self.num_gpus)
 
     def study_host(self) -> str:
-        """This machine's address as the cluster's nodes reach it."""
+        """This machine's address as the cluster's nodes reach it; loopback for a Ray of its own."""
         import ray
 
-        return ray.util.get_node_ip_address()
+        return ray.util.get_node_ip_address() if self.address else "127.0.0.1"
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import ray

@@ -188,7 +188,8 @@ def test_a_ray_node_without_the_data_stops_the_sweep_in_one_line(tmp_path, data_
 
     fake_ray = SimpleNamespace(
         remote=Probe,
-        get=lambda answers: answers,
+        get=lambda answer: answer,
+        exceptions=SimpleNamespace(RayError=RuntimeError),
         nodes=lambda: [
             {"NodeID": HEAD, "Alive": True, "NodeManagerAddress": "10.0.0.1"},
             {"NodeID": "b" * 56, "Alive": True, "NodeManagerAddress": "10.0.0.2"},
@@ -202,3 +203,17 @@ def test_a_ray_node_without_the_data_stops_the_sweep_in_one_line(tmp_path, data_
         f"Ray node 10.0.0.2 lacks the data folder {tmp_path / 'elsewhere'}: install emotion_lab on every node "
         "and put the data at the same path on each (or a shared filesystem)"
     )
+
+
+@pytest.mark.parametrize(
+    "value", ["plain/path.journal", "with space/and 'quote'", "C:\\dir\\x", "ends\\", "a\\'b", "${oops}"]
+)
+def test_a_storage_passed_to_trials_parses_back_to_itself(value):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from emotion_lab.sweeps.study import hydra_quoted
+
+    from omegaconf import OmegaConf
+
+    override = OverridesParser.create().parse_override(f"hydra.sweeper.trial_storage={hydra_quoted(value)}")
+    assert OmegaConf.create({"trial_storage": override.value()}).trial_storage == value  # as the trial reads it

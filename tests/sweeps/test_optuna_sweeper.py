@@ -13,7 +13,7 @@ from emotion_lab.sweeps.study import WorkerLost, stored_study
 from hydra_plugins.emotion_lab_sweeper.optuna_sweeper import OptunaStudySweeper
 
 
-def sweeper(tmp_path: Path, launch, n_trials: int = 3) -> OptunaStudySweeper:
+def sweeper(tmp_path: Path, launch, n_trials: int = 3, n_jobs: int = 1, launcher=None) -> OptunaStudySweeper:
     made = OptunaStudySweeper(
         sampler=OmegaConf.create({"_target_": "optuna.samplers.RandomSampler", "seed": 0}),
         pruner=OmegaConf.create({"_target_": "optuna.pruners.NopPruner"}),
@@ -21,13 +21,14 @@ def sweeper(tmp_path: Path, launch, n_trials: int = 3) -> OptunaStudySweeper:
         study_name="head",
         storage=str(tmp_path / "optuna.journal"),
         proxy=OmegaConf.create({"enabled": False, "host": None, "port": 0}),
+        trial_storage=None,
         n_trials=n_trials,
-        n_jobs=1,
+        n_jobs=n_jobs,
         max_failure_rate=1.0,
         params=OmegaConf.create({"model.net.dropout": "interval(0.0, 0.5)"}),
     )
     made.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
-    made.launcher = SimpleNamespace(launch=launch)
+    made.launcher = launcher or SimpleNamespace(launch=launch)
     made.validate_batch_is_legal = lambda batch: None  # needs Hydra's config loader; the launcher is a stand-in
     return made
 
@@ -78,11 +79,48 @@ def test_a_trial_whose_worker_died_is_interrupted_and_the_sweep_runs_another(tmp
             job(JobStatus.COMPLETED, 0.7),
         ]
     )
-    sweeper(tmp_path, lambda batch, initial_job_idx: [next(outcomes) for _ in batch], n_trials=2).sweep([])
+    launch = lambda batch, initial_job_idx: [next(outcomes) for _ in batch]  # noqa: E731
+    sweeper(tmp_path, launch, n_trials=2, n_jobs=2).sweep([])
     trials = stored_study(tmp_path).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].user_attrs["interrupted"] is True and "interrupted" not in trials[2].user_attrs
     assert OmegaConf.load(tmp_path / "optimization_results.yaml").trials.complete == 2
+
+
+def test_a_batch_whose_every_worker_died_stops_the_sweep_with_how_to_resume(tmp_path):
+    lost = job(JobStatus.FAILED, WorkerLost("job 0: its Ray worker stopped (NodeDiedError)"))
+    with pytest.raises(SystemExit) as stopped:
+        sweeper(tmp_path, lambda batch, initial_job_idx: [lost for _ in batch]).sweep([])
+    assert str(stopped.value) == (
+        f"every trial of the last batch (0) lost its worker; check the cluster, then rerun the same command "
+        f"with hydra.sweep.dir={tmp_path} to resume"
+    )
+    (trial,) = stored_study(tmp_path).trials  # one lost trial, not an endless series of them
+    assert trial.user_attrs["interrupted"] is True
+
+
+def test_a_resumed_sweep_whose_study_is_in_a_database_asks_for_its_url(tmp_path):
+    (tmp_path / "study.yaml").write_text('{"study_name": "head", "storage": "postgresql://u:secret@db/s"}\n')
+    made = sweeper(tmp_path, launch=None)
+    made.storage = None
+    with pytest.raises(SystemExit) as stopped:
+        made.sweep([])
+    assert str(stopped.value) == (
+        f"{tmp_path / 'study.yaml'}: this sweep's study is in postgresql://u:***@db/s; resume it with "
+        "hydra.sweeper.storage=<that URL> (the same command as before)"
+    )
+
+
+def test_a_served_study_for_trials_elsewhere_needs_the_address_they_reach(tmp_path):
+    class SlurmLauncher:  # a launcher whose trials run on other machines, without a study_host of its own
+        def launch(self, batch, initial_job_idx):
+            raise AssertionError("no trial may start")
+
+    made = sweeper(tmp_path, launch=None, launcher=SlurmLauncher())
+    made.proxy = OmegaConf.create({"enabled": True, "host": None, "port": 0})
+    made.storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with pytest.raises(SystemExit, match=r"^hydra.sweeper.proxy.host is not set: SlurmLauncher runs trials on"):
+        made.sweep([])
 
 
 def test_the_sweeper_and_the_trial_lookup_use_only_optunas_public_api():
@@ -104,10 +142,21 @@ def test_the_sweeper_and_the_trial_lookup_use_only_optunas_public_api():
         hydra_plugins.emotion_lab_sweeper.optuna_sweeper,
         hydra_plugins.emotion_lab_sweeper.ray_launcher,
     ):
-        for node in ast.walk(ast.parse(inspect.getsource(module))):
+        tree = ast.parse(inspect.getsource(module))
+        # Names the module itself defines: its functions and methods, and attributes it assigns on self.
+        defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        defined |= {
+            t.attr
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Assign, ast.AnnAssign))
+            for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+            for t in ([t] if not isinstance(t, ast.Tuple) else t.elts)
+            if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"
+        }
+        for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
-                own = isinstance(node.value, ast.Name) and node.value.id in ("self", "ret")
-                if own or node.attr in ("_replace", "_asdict"):  # ours, a JobReturn field, namedtuple API
+                # Our own attributes, Hydra's JobReturn field (`ret`), and namedtuple API.
+                if node.attr in defined or node.attr == "_return_value" or node.attr in ("_replace", "_asdict"):
                     continue
                 private.append(f"{module.__name__}:{node.lineno} .{node.attr}")
             if (
