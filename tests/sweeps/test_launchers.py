@@ -210,10 +210,9 @@ def test_a_ray_node_without_the_data_stops_the_sweep_in_one_line(tmp_path, data_
 )
 def test_a_storage_passed_to_trials_parses_back_to_itself(value):
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
 
     from emotion_lab.sweeps.study import hydra_quoted
-
-    from omegaconf import OmegaConf
 
     override = OverridesParser.create().parse_override(f"hydra.sweeper.trial_storage={hydra_quoted(value)}")
     assert OmegaConf.create({"trial_storage": override.value()}).trial_storage == value  # as the trial reads it

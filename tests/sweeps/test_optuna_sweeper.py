@@ -126,22 +126,19 @@ def test_a_served_study_for_trials_elsewhere_needs_the_address_they_reach(tmp_pa
 def test_the_sweeper_and_the_trial_lookup_use_only_optunas_public_api():
     # Private attributes of Optuna's objects (study._storage, trial._trial_id, ...) change without notice.
     import ast
+    import importlib
     import inspect
 
-    import emotion_lab.callbacks.pruning
-    import emotion_lab.sweeps.proxy
-    import emotion_lab.sweeps.study
-    import hydra_plugins.emotion_lab_sweeper.optuna_sweeper
-    import hydra_plugins.emotion_lab_sweeper.ray_launcher
-
     private = []
-    for module in (
-        emotion_lab.callbacks.pruning,
-        emotion_lab.sweeps.proxy,
-        emotion_lab.sweeps.study,
-        hydra_plugins.emotion_lab_sweeper.optuna_sweeper,
-        hydra_plugins.emotion_lab_sweeper.ray_launcher,
+    # By name: Hydra's plugin scan loads hydra_plugins modules without setting them on their package.
+    for name in (
+        "emotion_lab.callbacks.pruning",
+        "emotion_lab.sweeps.proxy",
+        "emotion_lab.sweeps.study",
+        "hydra_plugins.emotion_lab_sweeper.optuna_sweeper",
+        "hydra_plugins.emotion_lab_sweeper.ray_launcher",
     ):
+        module = importlib.import_module(name)
         tree = ast.parse(inspect.getsource(module))
         # Names the module itself defines: its functions and methods, and attributes it assigns on self.
         defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
