@@ -224,6 +224,14 @@ def is_interrupted(trial: optuna.trial.FrozenTrial) -> bool:
     return bool(trial.user_attrs.get(INTERRUPTED_ATTR) or trial.system_attrs.get(INTERRUPTED_ATTR))
 
 
+def rebased(spec: str, place) -> str:
+    """`spec` with its file's path (a journal file, or a sqlite URL's) passed through `place`; a database
+    server's URL as it is."""
+    if spec.startswith(SQLITE):
+        return SQLITE + str(place(Path(spec.removeprefix(SQLITE))))
+    return spec if "://" in spec else str(place(Path(spec)))
+
+
 def record_study(sweep_dir: Path, study_name: str, storage: str) -> None:
     """Write study.yaml: a journal or sqlite file inside the folder relative to it, so a copied folder
     (into docs/results) still finds its study."""

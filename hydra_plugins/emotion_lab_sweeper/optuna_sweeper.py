@@ -38,6 +38,7 @@ from emotion_lab.sweeps.study import (
     mark_interrupted,
     open_storage,
     read_study_record,
+    rebased,
     record_study,
     search_space,
     space_signature,
@@ -71,7 +72,6 @@ class OptunaStudySweeper(Sweeper):
         self.proxy = proxy
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, max(1, n_jobs), max_failure_rate
         self.params = OmegaConf.to_container(params) if params else {}
-        self.served_at: str | None = None
         del trial_storage  # a trial's own setting, declared in the config so the sweep can set it without `++`
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -83,9 +83,15 @@ class OptunaStudySweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> optuna.Study:
         sweep_dir = Path(self.config.hydra.sweep.dir)
         try:
+            self.serving = self._serves_study()
             study, space, fixed = self._open_study(arguments, sweep_dir)
-            if self._serves_study():
-                self.served_at = serve_study(self.storage_obj, self._proxy_host(), int(self.proxy.port))
+            served_at = None
+            if self.serving:
+                served_at = serve_study(self.storage_obj, self._proxy_host(), int(self.proxy.port))
+            # What each trial opens: the served study, or the storage with a file's path absolute (a
+            # worker may run in another folder); set in its config as one quoted override.
+            trial_storage = served_at or rebased(self.storage, Path.absolute)
+            self.trial_storage_override = f"hydra.sweeper.{TRIAL_STORAGE_KEY}={hydra_quoted(trial_storage)}"
         except SweepSetupError as err:
             raise SystemExit(str(err)) from None  # one line, before any trial runs
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
@@ -170,9 +176,8 @@ class OptunaStudySweeper(Sweeper):
                     f"{record}: this sweep's study is in {without_password(recorded)}; resume it with "
                     "hydra.sweeper.storage=<that URL> (the same command as before)"
                 )
-            path = sweep_dir / recorded.removeprefix(SQLITE)
-            return SQLITE + str(path) if recorded.startswith(SQLITE) else str(path)
-        if self._serves_study():
+            return rebased(recorded, lambda path: sweep_dir / path)
+        if self.serving:
             return f"{SQLITE}{sweep_dir / 'optuna.db'}"
         return str(sweep_dir / "optuna.journal")
 
@@ -185,7 +190,7 @@ class OptunaStudySweeper(Sweeper):
                 f"hydra.sweeper.storage={self.storage}: the sweep serves its own study; give the storage behind "
                 "it (a file or database URL) and hydra.sweeper.proxy.enabled=true"
             )
-        if self._serves_study() and "://" not in self.storage:
+        if self.serving and "://" not in self.storage:
             raise SweepSetupError(
                 f"hydra.sweeper.storage={self.storage}: a journal file cannot be served to trials on other machines "
                 "(Optuna's gRPC proxy does not support it); start a new sweep without hydra.sweeper.storage (it "
@@ -218,22 +223,14 @@ class OptunaStudySweeper(Sweeper):
         batches = [trials]
         if [t.number for t in trials] != list(range(trials[0].number, trials[0].number + len(trials))):
             batches = [[t] for t in trials]  # another process asked trials in between: launch one by one
-        served = [f"hydra.sweeper.{TRIAL_STORAGE_KEY}={hydra_quoted(self._trial_storage())}"]
         returns = []
         for batch in batches:
-            overrides = [[*fixed, *(f"{k}={v}" for k, v in t.params.items()), *served] for t in batch]
+            overrides = [
+                [*fixed, *(f"{k}={v}" for k, v in t.params.items()), self.trial_storage_override] for t in batch
+            ]
             self.validate_batch_is_legal(overrides)
             returns += self.launcher.launch(overrides, initial_job_idx=batch[0].number)
         return returns
-
-    def _trial_storage(self) -> str:
-        """What a trial opens: the served study, or the storage with a file's path absolute (a worker may
-        run in another folder)."""
-        if self.served_at:
-            return self.served_at
-        if self.storage.startswith(SQLITE):
-            return SQLITE + str(Path(self.storage.removeprefix(SQLITE)).absolute())
-        return self.storage if "://" in self.storage else str(Path(self.storage).absolute())
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> bool | None:
         """Record how the trial ended: True when it counts, False when it failed, None when its worker
