@@ -206,12 +206,41 @@ def single_run_report(run: Run, out: Path) -> str:
             rows = [[c["true"], c["predicted"], str(c["count"]), f"{c['f1_weighted_cost']:.4f}"] for c in costly]
             lines += [markdown_table(["true", "predicted", "sentences", "weighted F1 lost"], rows)]
             lines += ["Examples: `test_report.txt`; the most confident mistakes per emotion: `errors.csv`.", ""]
+    lines += behaviour_lines(run.path, out)
     drawn = run_figures(run.path)
     if drawn:
         lines += ["## Figures", ""]
         for file, caption in drawn:
             lines += figure_lines(file, caption, out)
     return "\n".join(lines)
+
+
+def behaviour_lines(path: Path, out: Path) -> list[str]:
+    """The behaviour suite's results for the run's model (`python -m emotion_lab.tools.behaviour
+    <run>/model` writes them to <run>/behaviour/), as a table; nothing when it has not run."""
+    file = path / "behaviour" / "results.json"
+    if not file.is_file():
+        return []
+    try:
+        report = json.loads(file.read_text())
+        tests = report["tests"]
+        rows = [
+            [t["name"], t["kind"], str(t["cases"]), _pct(t["failure_rate"]), _fmt(t.get("f1_weighted"))]
+            for t in tests
+        ]
+        extra = [[name, _fmt(s["f1_weighted"]), _fmt(s["f1_macro"])] for name, s in report.get("extra_eval", {}).items()]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        return ["## Behaviour", "", f"{file}: not the behaviour suite's results ({type(err).__name__}: {err})", ""]
+    lines = ["## Behaviour", "", f"Weighted F1 as written: {_fmt(report['clean']['f1_weighted'])}.", ""]
+    lines += [markdown_table(["test", "kind", "cases", "failure rate", "weighted F1"], rows)]
+    if extra:
+        lines += ["Evaluation-only sets:", "", markdown_table(["set", "weighted F1", "macro F1"], extra)]
+    lines += [f"Failures and what each test checks: [behaviour/results.md]({os.path.relpath(file.with_suffix('.md'), out)}).", ""]
+    return lines
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}%"
 
 
 def comparison_report(runs: list[Run], out: Path) -> str:

@@ -59,6 +59,7 @@ def venv(tmp_path_factory) -> Path:
     assert Path(module).is_relative_to(site) and checkout == "None", where.stdout + where.stderr
     assert (site / "emotion_lab/conf/train.yaml").is_file() and (site / "hydra_plugins/emotion_lab_sweeper").is_dir()
     assert not (site / "emotion_lab/conf/local").exists()
+    assert (site / "emotion_lab/robustness/templates.tsv").is_file()  # the behaviour suite's sentences
     return venv
 
 
@@ -70,8 +71,9 @@ def test_console_scripts_run_installed_from_any_folder(venv, tmp_path, tiny_enco
     (run_folder,) = (tmp_path / "outputs" / "train" / "runs").iterdir()  # root_dir: the working directory
     assert json.loads((run_folder / "metrics.json").read_text())["status"] == "ok"
 
-    result = run([venv / "bin/emotion-predict", "--help"], tmp_path)
-    assert result.returncode == 0 and "usage:" in result.stdout, result.stderr[-3000:]
+    for script in ("emotion-predict", "emotion-behaviour"):
+        result = run([venv / f"bin/{script}", "--help"], tmp_path)
+        assert result.returncode == 0 and "usage:" in result.stdout, result.stderr[-3000:]
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """The package's floors: a module imports only from its own floor's package or from floors below.
 
-From the base up: errors, labels, utils; encoders; data | models; inference | sweeps; reporting;
+From the base up: errors, labels, utils; encoders | robustness; data | models; inference | sweeps; reporting;
 callbacks; the commands (each on its own); the measurement tools and the Hydra sweeper plugin. Siblings
 on a floor (data and models, inference and sweeps, two commands) do not import each other.
 """
@@ -17,7 +17,7 @@ PLUGINS = PACKAGE.parent / "hydra_plugins"  # outside the package, on the top fl
 COMMANDS = ("train", "evaluate", "export", "predict", "serve", "report")
 FLOORS = [
     ("errors", "labels", "utils", "__init__"),
-    ("encoders",),
+    ("encoders", "robustness"),
     ("data", "models"),
     ("inference", "sweeps"),
     ("reporting",),
