@@ -2,10 +2,12 @@
 
     python -m emotion_lab.evaluate ckpt_path=outputs/best_cpu/runs/<time>/checkpoints/last.ckpt
     python -m emotion_lab.evaluate ckpt_path=... data.dir=/other/emotion
+    python -m emotion_lab.evaluate ckpt_path=... +data.extra_eval.reddit=/path/to/reddit.txt
 
 The network is rebuilt from the checkpoint alone (it stores its own config; nothing is unpickled),
 so no training config is needed. Validates first (fitting a temperature on the validation split
-when the checkpoint carries none, as checkpoints from before calibration do), then tests. Writes
+when the checkpoint carries none, as checkpoints from before calibration do), then tests, then scores
+the evaluation-only sets of `data.extra_eval` (extra/<name>/... in metrics.json). Writes
 test_report.txt, test_report.json, errors.csv, metrics.json and figures/ into outputs/evaluate/runs/<time>/.
 """
 
@@ -21,7 +23,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, open_dict
 
-from emotion_lab.callbacks import RunFigures, TestReport
+from emotion_lab.callbacks import ExtraEvaluation, RunFigures, TestReport
 from emotion_lab.data.contract import check_datamodule
 from emotion_lab.encoders.loading import downloads_refused
 from emotion_lab.models.checkpoints import load_classifier
@@ -43,7 +45,11 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         logger=instantiate_loggers(cfg.get("logger")),
-        callbacks=[TestReport(str(output_dir)), RunFigures(str(output_dir), f"evaluate {Path(cfg.ckpt_path).stem}")],
+        callbacks=[
+            TestReport(str(output_dir)),
+            ExtraEvaluation(),
+            RunFigures(str(output_dir), f"evaluate {Path(cfg.ckpt_path).stem}"),
+        ],
     )
     # The tokenizer the checkpoint names loads in setup: from local files only, unless downloads are allowed.
     with contextlib.nullcontext() if cfg.allow_download else downloads_refused():

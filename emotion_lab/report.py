@@ -47,7 +47,7 @@ from emotion_lab.reporting.sweeps import (
 )
 from emotion_lab.utils.atomic import write_text
 from emotion_lab.utils.config import PROJECT_ROOT
-from emotion_lab.utils.records import markdown_table
+from emotion_lab.utils.records import markdown_table, md_escape
 
 # The figures RunFigures writes (file names without suffix) in the order a reader wants them, with their
 # captions; other figures in figures/ follow them, by name.
@@ -223,24 +223,36 @@ def behaviour_lines(path: Path, out: Path) -> list[str]:
         return []
     try:
         report = json.loads(file.read_text())
-        tests = report["tests"]
         rows = [
-            [t["name"], t["kind"], str(t["cases"]), _pct(t["failure_rate"]), _fmt(t.get("f1_weighted"))]
-            for t in tests
+            [md_escape(t["name"]), md_escape(t["kind"]), str(int(t["cases"])), _pct(t["failure_rate"]),
+             _num(t.get("f1_weighted"))]
+            for t in report["tests"]
+        ]  # fmt: skip
+        extra = [
+            [md_escape(name), _num(s["f1_weighted"]), _num(s["f1_macro"])]
+            for name, s in report.get("extra_eval", {}).items()
         ]
-        extra = [[name, _fmt(s["f1_weighted"]), _fmt(s["f1_macro"])] for name, s in report.get("extra_eval", {}).items()]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        return ["## Behaviour", "", f"{file}: not the behaviour suite's results ({type(err).__name__}: {err})", ""]
-    lines = ["## Behaviour", "", f"Weighted F1 as written: {_fmt(report['clean']['f1_weighted'])}.", ""]
+        clean = _num(report["clean"]["f1_weighted"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+        return ["## Behaviour", "", f"{file}: not the behaviour suite's results ({type(err).__name__})", ""]
+    lines = ["## Behaviour", "", f"Weighted F1 as written: {clean}.", ""]
     lines += [markdown_table(["test", "kind", "cases", "failure rate", "weighted F1"], rows)]
     if extra:
         lines += ["Evaluation-only sets:", "", markdown_table(["set", "weighted F1", "macro F1"], extra)]
-    lines += [f"Failures and what each test checks: [behaviour/results.md]({os.path.relpath(file.with_suffix('.md'), out)}).", ""]
+    lines += [
+        f"Failures and what each test checks: [behaviour/results.md]({os.path.relpath(file.with_suffix('.md'), out)}).",
+        "",
+    ]
     return lines
 
 
+def _num(value: float | None) -> str:
+    """A number read from a file: a number, or a ValueError (never the file's own text)."""
+    return "–" if value is None else f"{float(value):.4f}"
+
+
 def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.2f}%"
+    return "–" if value is None else f"{100 * float(value):.2f}%"
 
 
 def comparison_report(runs: list[Run], out: Path) -> str:

@@ -145,3 +145,23 @@ def test_nothing_to_resume_is_a_clear_error_not_a_fresh_start(tmp_path, data_dir
     with pytest.raises(ConfigError, match="ckpt_path="):
         train(cfg)
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_noise_resumes_mid_epoch_exactly(tmp_path, data_dir, tiny_encoder, monkeypatch, straight):
+    """`data.noise` draws each epoch's noise from (seed, epoch, sentence): a run stopped mid-epoch and resumed
+    sees the noise the uninterrupted one saw, and ends like it."""
+    import emotion_lab.train as train_module
+
+    noise = ["data.noise.enabled=true", "data.noise.p=1.0"]
+    noisy_metrics, _ = train(run_cfg(tmp_path, data_dir, tiny_encoder, "noisy", *noise))
+    noisy_last = tmp_path / "train" / "runs" / "noisy" / "checkpoints" / "last.ckpt"
+    assert noisy_metrics["val/loss"] != straight[0]["val/loss"]  # the noise reached training
+    original = train_module.instantiate_callbacks
+    monkeypatch.setattr(train_module, "instantiate_callbacks", lambda cfg: [*original(cfg), StopAt(1, "sigterm", 3)])
+    with pytest.raises(SIGTERMException):
+        train(run_cfg(tmp_path, data_dir, tiny_encoder, "stopped", *noise))
+    monkeypatch.setattr(train_module, "instantiate_callbacks", original)
+    last = tmp_path / "train" / "runs" / "stopped" / "checkpoints" / "last.ckpt"
+    resumed_metrics, _ = train(run_cfg(tmp_path, data_dir, tiny_encoder, "again", *noise, f"ckpt_path={last}"))
+    assert_ends_like((noisy_metrics, torch.load(noisy_last, weights_only=True)), resumed_metrics, last)

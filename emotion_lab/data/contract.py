@@ -36,6 +36,10 @@ class EmotionData(Protocol):
 
     def eval_examples(self, split: str) -> list[tuple[str, int]]: ...  # (sentence, label) in the loader's order
 
+    # Evaluation-only sets scored after the test (name -> loader of `input_ids`, `attention_mask`, `labels`);
+    # an empty dict when there are none.
+    def extra_eval_dataloaders(self) -> dict[str, Any]: ...
+
 
 CONTRACT = (
     "source",
@@ -46,6 +50,7 @@ CONTRACT = (
     "class_counts",
     "split_counts",
     "eval_examples",
+    "extra_eval_dataloaders",
 )
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -14,7 +15,8 @@ from transformers import DataCollatorWithPadding
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from emotion_lab.data.feature_cache import CachedSplit, FeatureCache, collate_states
-from emotion_lab.data.sources import load_splits
+from emotion_lab.data.noise import NoisyTrainSet, WithEpoch
+from emotion_lab.data.sources import DataSourceError, load_splits, read_split_file
 from emotion_lab.data.teacher_logits import TeacherLogits
 from emotion_lab.encoders.loading import load_tokenizer
 from emotion_lab.errors import ConfigError
@@ -81,8 +83,10 @@ class EmotionDataModule(L.LightningDataModule):
         num_workers: int = 0,
         limit_per_split: int | None = None,
         augment=None,
+        noise=None,
         feature_cache: dict | None = None,
         teacher_logits: str | None = None,
+        extra_eval: Mapping[str, str] | None = None,
         seed: int = 42,
     ) -> None:
         super().__init__()
@@ -92,9 +96,16 @@ class EmotionDataModule(L.LightningDataModule):
             raise ConfigError(f"data.batch_size={batch_size}, data.eval_batch_size={eval_batch_size}: must be >= 1")
         # Plain types only: checkpoints must load with torch.load(weights_only=True).
         fallback_dirs = [str(d) for d in fallback_dirs]
+        extra_eval = {str(name): str(path) for name, path in (extra_eval or {}).items()}
         feature_cache = dict(feature_cache or {})
-        self.save_hyperparameters(ignore=["augment"], logger=False)
+        self.save_hyperparameters(ignore=["augment", "noise"], logger=False)
         self.augmenter = augment if augment is not None and augment.enabled else None
+        self.noise = noise if noise is not None and noise.enabled else None
+        if self.noise is not None and feature_cache.get("enabled"):
+            raise ConfigError(
+                "data.noise.enabled=true with data.feature_cache.enabled=true: cached states are those of the "
+                "sentences as written, so noise would never reach the network; turn one of them off"
+            )
         if teacher_logits and (self.augmenter is not None or feature_cache.get("enabled")):
             raise ConfigError(
                 "data.teacher_logits with data.augment.enabled=true or data.feature_cache.enabled=true: "
@@ -104,6 +115,7 @@ class EmotionDataModule(L.LightningDataModule):
         self.datasets: DatasetDict | None = None
         self.cached: dict[str, CachedSplit] | None = None
         self.source: str | None = None
+        self.extra: dict = {}  # evaluation-only sets, tokenized: name -> (dataset, lengths)
         self._train_sampler: EpochSeeded | None = None
         self._resume: dict[str, int] | None = None  # from a checkpoint: where the next training epoch starts
 
@@ -140,12 +152,45 @@ class EmotionDataModule(L.LightningDataModule):
             extra = ["teacher_logits"] if "teacher_logits" in data.column_names else []
             data.set_format("torch", columns=["input_ids", "attention_mask", "label", *extra])
         self.collator = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
+        self.extra = {name: self._read_extra(name, path) for name, path in hp.extra_eval.items()}
+        if self.noise is not None:
+            # Training sentences are tokenized as each epoch's noise leaves them; length groups stay those
+            # of the sentences as written (noise moves a length by a few word-pieces at most).
+            self.noisy_train = NoisyTrainSet(self.datasets["train"].with_format(None), self.noise, self.tokenizer,
+                                             hp.max_length)  # fmt: skip
+            log.info("noisy train example: %r", self.noise(splits["train"][0]["text"], 0, 0, self.noisy_train.known))
         if self.feature_cache_layer is not None:
             cache = FeatureCache(hp.feature_cache["dir"], hp.tokenizer_name, self.feature_cache_layer, hp.max_length)
             plain = self.datasets.with_format(None)
             self.cached = {
                 split: cache.get(split, list(data["input_ids"]), list(data["label"])) for split, data in plain.items()
             }
+
+    def _read_extra(self, name: str, path: str):
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise DataSourceError(f"data.extra_eval.{name}={path!r}: no such file (a `text;label` file)")
+        rows = read_split_file(file, on_bad_line=self.hparams.on_bad_line)
+        if not rows.texts:
+            raise DataSourceError(f"data.extra_eval.{name}={path!r}: no `text;label` lines")
+        encoded = self.tokenizer(rows.texts, truncation=True, max_length=self.hparams.max_length)
+        items = [
+            {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "label": torch.tensor(label)}
+            for ids, mask, label in zip(encoded["input_ids"], encoded["attention_mask"], rows.labels)
+        ]
+        log.info("evaluation-only set %s: %d sentences from %s", name, len(items), file)
+        return items
+
+    def extra_eval_dataloaders(self) -> dict[str, DataLoader]:
+        """The evaluation-only sets of `data.extra_eval` (never trained on, never cached): name -> a loader of
+        token ids, length-sorted, in batches of `eval_batch_size`."""
+        loaders = {}
+        for name, items in self.extra.items():
+            order = sorted(range(len(items)), key=lambda i: len(items[i]["input_ids"]))
+            loaders[name] = DataLoader(
+                items, batch_size=self.hparams.eval_batch_size, sampler=order, collate_fn=self._collate
+            )
+        return loaders
 
     @property
     def max_length(self) -> int:
@@ -184,6 +229,8 @@ class EmotionDataModule(L.LightningDataModule):
             if self._resume is not None:
                 sampler.resume_at(self._resume["epoch"], self._resume["batches"] * batch_size)
             self._train_sampler = sampler
+            if self.noise is not None:
+                data, sampler = self.noisy_train, WithEpoch(sampler)
         else:
             sampler = self.eval_order(split)
         return DataLoader(

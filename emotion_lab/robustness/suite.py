@@ -2,10 +2,12 @@
 al., ACL 2020).
 
 - **Invariance**: each perturbation of `perturb.PERTURBATIONS` applied to every labelled sentence; a
-  case fails when the predicted label differs from the one for the sentence as written. Weighted and
-  macro F1 on the perturbed set sit beside the clean ones.
-- **Directional**: an intensifier ("really", "so", ...) after "feel", "am", ...; a case fails when the
-  probability of the label predicted for the plain sentence falls by more than `tolerance`.
+  case is a sentence whose model input it changed (with `encode`, an uncased tokenizer's input does not
+  change with case), and fails when the predicted label differs from the one for the sentence as
+  written. Weighted and macro F1 on the perturbed set sit beside the clean ones.
+- **Directional**: an intensifier ("really", "so", ...) between "i feel", "i am", ... and the word that
+  follows (not before "like", "that", "not", ...); a case fails when the probability of the label
+  predicted for the plain sentence falls by more than `tolerance`.
 - **Minimum functionality**: sentences written for the suite (`templates.tsv`: the emotion said without
   the "i feel" frame, negation, contrast), each with the label a person would give or one it must not be.
 
@@ -24,9 +26,11 @@ import numpy as np
 from sklearn.metrics import f1_score, recall_score
 
 from emotion_lab.errors import UserInputError
-from emotion_lab.robustness.perturb import PERTURBATIONS, seeded
+from emotion_lab.robustness.perturb import PERTURBATIONS, Known, seeded
+from emotion_lab.utils.records import md_escape
 
 PredictProba = Callable[[Sequence[str]], np.ndarray]
+Encode = Callable[[str], object]  # a sentence -> what the model sees of it (e.g. token ids)
 TEMPLATES = Path(__file__).with_name("templates.tsv")
 TEMPLATE_HEADER = ("test", "expect", "text")
 INTENSIFIERS = ("really", "so", "very", "extremely", "truly")
@@ -36,7 +40,13 @@ MFT_DESCRIPTIONS = {
     "negation": "a negated emotion ('i don't feel happy at all') is not that emotion",
     "contrast": "a sentence that names one emotion and ends on another gets the last one",
 }
-_INTENSIFY_AFTER = re.compile(r"\b(feel|feeling|felt|am|im|i'm|was|is)\b", re.IGNORECASE)
+# "i feel" / "i am" / ... then a word an intensifier can qualify: not "like", "that", "not", "so", ...
+_INTENSIFY = re.compile(
+    r"\b(i (?:feel|felt|am|was)|i'm|im|feeling)\s+(?!(?:like|that|not|so|very|really|too|more|a|an|the|i|it|as|if|"
+    r"about|to|this|my|extremely|truly|quite|pretty|much|kind|sort|such|because|when|what|how)\b)(?=[a-z])",
+    re.IGNORECASE | re.ASCII,
+)
+BUILT_IN_TESTS = {*PERTURBATIONS, "intensifier"}
 
 
 class TemplateError(UserInputError, ValueError):
@@ -90,6 +100,8 @@ def read_templates(path: Path, labels: Sequence[str]) -> list[Template]:
         if len(fields) != 3 or not all(f.strip() for f in fields):
             raise TemplateError(f"{path}:{number}: expected 3 tab-separated fields (test, expect, text)")
         test, expect, text = (f.strip() for f in fields)
+        if test in BUILT_IN_TESTS:
+            raise TemplateError(f"{path}:{number}: test name {test!r} is a built-in test; name yours otherwise")
         negated = expect.startswith("not ")
         label = expect.removeprefix("not ").strip()
         if label not in labels:
@@ -103,15 +115,17 @@ def read_templates(path: Path, labels: Sequence[str]) -> list[Template]:
 
 
 def intensify(text: str, rng) -> str:
-    """An intensifier after the first "feel", "am", "was", ... ("i feel sad" -> "i feel really sad")."""
-    match = _INTENSIFY_AFTER.search(text)
+    """An intensifier after the first "i feel", "i am", "feeling", ... that a qualifiable word follows
+    ("i feel sad" -> "i feel really sad"; "i feel like crying" stays)."""
+    match = _INTENSIFY.search(text)
     if match is None:
         return text
-    return f"{text[: match.end()]} {rng.choice(INTENSIFIERS)}{text[match.end() :]}"
+    return f"{text[: match.end()]}{rng.choice(INTENSIFIERS)} {text[match.end() :]}"
 
 
 def _f1(gold: Sequence[int], predicted: Sequence[int], n_labels: int) -> tuple[float, float]:
-    ids = list(range(n_labels))
+    # Labels neither in gold nor predicted are left out, as torchmetrics does for the test's scores.
+    ids = sorted(set(gold) | set(predicted))
     return (
         float(f1_score(gold, predicted, labels=ids, average="weighted", zero_division=0)),
         float(f1_score(gold, predicted, labels=ids, average="macro", zero_division=0)),
@@ -133,11 +147,11 @@ def score(gold: Sequence[int], probs: np.ndarray, labels: Sequence[str]) -> dict
 
 def invariance(
     name: str, texts: Sequence[str], gold: Sequence[int], clean: np.ndarray, predict_proba: PredictProba,
-    labels: Sequence[str], seed: int, examples: int,
+    labels: Sequence[str], seed: int, examples: int, encode: Encode, known: Known,
 ) -> TestResult:  # fmt: skip
     perturb = PERTURBATIONS[name]
-    changed = [perturb(text, seeded(seed, name, i)) for i, text in enumerate(texts)]
-    touched = [i for i, (a, b) in enumerate(zip(texts, changed)) if a != b]
+    changed = [perturb(text, seeded(seed, name, i), known) for i, text in enumerate(texts)]
+    touched = [i for i, (a, b) in enumerate(zip(texts, changed)) if a != b and encode(a) != encode(b)]
     probs = clean.copy()
     if touched:
         probs[touched] = predict_proba([changed[i] for i in touched])
@@ -147,12 +161,17 @@ def invariance(
     return TestResult(
         name=name,
         kind="invariance",
-        description=PERTURBATIONS[name].__doc__.splitlines()[0],
+        description=(perturb.__doc__ or name).strip().splitlines()[0],
         cases=len(touched),
         failures=len(failed),
         examples=[
-            {"text": texts[i], "changed": changed[i], "expected": labels[before[i]], "got": labels[after[i]],
-             "prob": float(probs[i, after[i]])}
+            {
+                "text": texts[i],
+                "changed": changed[i],
+                "expected": labels[before[i]],
+                "got": labels[after[i]],
+                "prob": float(probs[i, after[i]]),
+            }
             for i in failed[:examples]
         ],  # fmt: skip
         f1_weighted=weighted,
@@ -175,13 +194,18 @@ def directional(
     return TestResult(
         name="intensifier",
         kind="directional",
-        description=f"an intensifier after 'feel', 'am', 'was', ... lowers the predicted label's "
-        f"probability by at most {tolerance}",
+        description=f"an intensifier after 'i feel', 'i am', ... lowers the predicted label's probability by "
+        f"at most {tolerance}",
         cases=len(touched),
         failures=len(failed),
         examples=[
-            {"text": texts[i], "changed": changed[i], "expected": labels[label],
-             "prob_before": float(clean[i, label]), "prob_after": float(probs[row, label])}
+            {
+                "text": texts[i],
+                "changed": changed[i],
+                "expected": labels[label],
+                "prob_before": float(clean[i, label]),
+                "prob_after": float(probs[row, label]),
+            }
             for i, label, row in failed[:examples]
         ],  # fmt: skip
     )
@@ -208,8 +232,12 @@ def minimum_functionality(
                 cases=len(rows),
                 failures=len(failed),
                 examples=[
-                    {"text": t.text, "expected": ("not " if t.negated else "") + t.label,
-                     "got": labels[int(p.argmax())], "prob": float(p.max())}
+                    {
+                        "text": t.text,
+                        "expected": ("not " if t.negated else "") + t.label,
+                        "got": labels[int(p.argmax())],
+                        "prob": float(p.max()),
+                    }
                     for t, p in failed[:examples]
                 ],  # fmt: skip
                 f1_weighted=weighted,
@@ -229,11 +257,18 @@ def run_suite(
     examples: int = 5,
     tolerance: float = 0.1,
     extra_eval: dict[str, tuple[Sequence[str], Sequence[int]]] | None = None,
+    encode: Encode = str,
+    known: Known = (),
 ) -> dict:
     """Every test on `texts` (with gold label ids `gold`) and `templates`; evaluation-only sets in
-    `extra_eval` (name -> texts, label ids) are scored as they are. Returns the report as a dict."""
+    `extra_eval` (name -> texts, label ids) are scored as they are. `encode` says what the model sees of a
+    sentence (a change it does not see is no case); typos never spell a word of `known`. Returns the
+    report as a dict."""
     clean = predict_proba(texts)
-    tests = [invariance(name, texts, gold, clean, predict_proba, labels, seed, examples) for name in PERTURBATIONS]
+    tests = [
+        invariance(name, texts, gold, clean, predict_proba, labels, seed, examples, encode, known)
+        for name in PERTURBATIONS
+    ]
     tests.append(directional(texts, clean, predict_proba, labels, seed, examples, tolerance))
     tests += minimum_functionality(templates, predict_proba, labels, examples)
     extra = {name: score(y, predict_proba(x), labels) for name, (x, y) in (extra_eval or {}).items()}
@@ -268,7 +303,9 @@ def summary(report: dict) -> dict:
 
 
 def markdown(report: dict, title: str) -> str:
-    """The report as Markdown: the summary, one row per test, failure examples, extra sets."""
+    """The report as Markdown: the summary, one row per test, failure examples, extra sets. Every text that
+    came from a file (sentences, test, set and label names) is escaped."""
+    esc = md_escape
 
     def num(value, digits=4):
         return "-" if value is None else f"{value:.{digits}f}"
@@ -278,7 +315,7 @@ def markdown(report: dict, title: str) -> str:
 
     clean = report["clean"]
     lines = [
-        f"# Behaviour: {title}",
+        f"# Behaviour: {esc(title)}",
         "",
         f"Seed {report['seed']}; {clean['sentences']} labelled sentences, as written: weighted F1 "
         f"{num(clean['f1_weighted'])}, macro F1 {num(clean['f1_macro'])}.",
@@ -288,26 +325,28 @@ def markdown(report: dict, title: str) -> str:
     ]
     for t in report["tests"]:
         lines.append(
-            f"| {t['name']} | {t['kind']} | {t['cases']} | {pct(t['failure_rate'])} | {num(t['f1_weighted'])} "
-            f"| {num(t['f1_macro'])} | {t['description']} |"
+            f"| {esc(t['name'])} | {t['kind']} | {t['cases']} | {pct(t['failure_rate'])} | {num(t['f1_weighted'])} "
+            f"| {num(t['f1_macro'])} | {esc(t['description'])} |"
         )
     if report["extra_eval"]:
         lines += ["", "## Evaluation-only sets", "", "| set | sentences | weighted F1 | macro F1 | recall per label |",
                   "|---|---|---|---|---|"]  # fmt: skip
         for name, s in report["extra_eval"].items():
-            recall = ", ".join(f"{label} {value:.2f}" for label, value in s["recall"].items())
-            lines.append(f"| {name} | {s['sentences']} | {num(s['f1_weighted'])} | {num(s['f1_macro'])} | {recall} |")
+            recall = ", ".join(f"{esc(label)} {value:.2f}" for label, value in s["recall"].items())
+            lines.append(
+                f"| {esc(name)} | {s['sentences']} | {num(s['f1_weighted'])} | {num(s['f1_macro'])} | {recall} |"
+            )
     lines += ["", "## Failures (first of each test)", ""]
     for t in report["tests"]:
         if not t["examples"]:
             continue
-        lines.append(f"**{t['name']}**")
+        lines.append(f"**{esc(t['name'])}**")
         lines.append("")
         for e in t["examples"]:
-            text = e.get("changed", e["text"]).replace("|", "\\|")
+            text = esc(e.get("changed", e["text"]))
             if t["kind"] == "directional":
-                lines.append(f"- `{text}`: {e['expected']} {e['prob_before']:.2f} -> {e['prob_after']:.2f}")
+                lines.append(f"- {text}: {esc(e['expected'])} {e['prob_before']:.2f} -> {e['prob_after']:.2f}")
             else:
-                lines.append(f"- `{text}`: expected {e['expected']}, got {e['got']} ({e['prob']:.2f})")
+                lines.append(f"- {text}: expected {esc(e['expected'])}, got {esc(e['got'])} ({e['prob']:.2f})")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

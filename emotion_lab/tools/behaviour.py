@@ -21,6 +21,7 @@ import numpy as np
 from emotion_lab.data.sources import read_split_file, test_split
 from emotion_lab.errors import UserInputError
 from emotion_lab.inference.options import add_model_options, load_model
+from emotion_lab.robustness.perturb import vocabulary_words
 from emotion_lab.robustness.suite import TEMPLATES, markdown, read_templates, run_suite
 from emotion_lab.utils.records import provenance, run_record, save_results
 
@@ -52,9 +53,7 @@ def extra_eval_option(value: str) -> tuple[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m emotion_lab.tools.behaviour", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m emotion_lab.tools.behaviour", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", type=Path, help="a saved model folder (or a Lightning checkpoint)")
     add_model_options(parser)
     parser.add_argument(
@@ -101,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         predictions = predictor.predict(list(batch), batch_size=args.batch_size)
         return np.array([[p.probs[label] for label in labels] for p in predictions], dtype=np.float64)
 
+    def encode(text):
+        return predictor.tokenizer(text, truncation=True, max_length=predictor.max_length)["input_ids"]
+
     report = run_suite(predict_proba, labels, texts, gold, templates, seed=args.seed, examples=args.examples,
-                       extra_eval=extra)  # fmt: skip
+                       extra_eval=extra, encode=encode, known=vocabulary_words(predictor.tokenizer))  # fmt: skip
     meta = run_record("behaviour", argv, code, ("torch", "transformers", "onnxruntime"))
     meta |= {"model": str(args.model), "backend": predictor.backend.name, "texts": source,
              "templates": str(args.templates)}  # fmt: skip

@@ -104,13 +104,27 @@ def seed_overrides(overrides: list[str], seed: int) -> list[str]:
     return [*overrides, f"seed={seed}", "export=false"]
 
 
-# Overrides that change where logs go or what the console shows, never what is trained.
-NOT_TRAINING = ("paths.log_dir", "trainer.enable_progress_bar", "callbacks.progress_bar")
+# Overrides that change where logs go, what the console shows or which sets are scored after the test,
+# never what is trained.
+NOT_TRAINING = ("paths.log_dir", "trainer.enable_progress_bar", "callbacks.progress_bar", "data.extra_eval")
 
 
 def what_trains(overrides: list[str]) -> list[str]:
     """The overrides that decide a run's result: a run made with another log folder or progress bar counts."""
-    return [o for o in overrides if o.partition("=")[0] not in NOT_TRAINING]
+    keys = (o.partition("=")[0].lstrip("+~") for o in overrides)
+    return [o for o, key in zip(overrides, keys) if not any(key == n or key.startswith(n + ".") for n in NOT_TRAINING)]
+
+
+def extra_eval_overrides(sets: dict[str, str]) -> list[str]:
+    """`+data.extra_eval.<name>=<file>` for each evaluation-only set of bench.yaml whose file is here."""
+    overrides = []
+    for name, file in sets.items():
+        resolved = file.replace("${paths.root_dir}", str(PROJECT_ROOT))
+        if Path(resolved).is_file():
+            overrides.append(f"+data.extra_eval.{name}={file}")
+        else:
+            log.warning("evaluation-only set %s: %s is not here; the table leaves its columns empty", name, resolved)
+    return overrides
 
 
 def saved_result(out: Path, name: str, overrides: list[str], seed: int) -> dict[str, Any] | None:
@@ -145,9 +159,50 @@ def run_row(name: str, overrides: list[str], seed: int, out: Path) -> None:
     metrics, objects = train(cfg)
     n_test = len(objects["datamodule"].datasets["test"])
     metrics = {**metrics, "sentences_per_s": n_test / metrics["test_seconds"]}
+    try:
+        suite = behaviour(objects["trainer"], objects["model"], objects["datamodule"], run_dir)
+        metrics |= {f"behaviour/{k}": v for k, v in suite.items()}
+    except Exception as err:  # the trained run is kept; its robustness columns stay empty
+        log.warning("%s seed %d: the behaviour suite failed (%s: %s)", name, seed, type(err).__name__, err)
     result = {"overrides": seed_overrides(overrides, seed), "metrics": metrics, "provenance": provenance()}
     # Written whole and renamed into place: a run stopped while writing never looks finished.
     write_text(run_dir / "result.json", json.dumps(result, indent=2))
+
+
+def behaviour(trainer, model, datamodule, run_dir: Path) -> dict[str, Any]:
+    """The behaviour suite on the tested weights, over the test split, on the test's device and precision;
+    the report goes to <run>/behaviour/ (the run's report shows it), its summary into the row."""
+    import numpy as np
+    import torch
+
+    from emotion_lab.robustness.perturb import vocabulary_words
+    from emotion_lab.robustness.suite import TEMPLATES, markdown, read_templates, run_suite
+
+    temperature = model.calibration_temperature or 1.0
+    model.eval().to(trainer.strategy.root_device)
+
+    @torch.inference_mode()
+    def predict_proba(texts):
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        probs = np.zeros((len(texts), len(LABELS)))
+        for start in range(0, len(order), 128):
+            index = order[start : start + 128]
+            batch = datamodule.tokenizer([texts[i] for i in index], truncation=True, max_length=datamodule.max_length,
+                                         padding=True, return_tensors="pt")  # fmt: skip
+            with trainer.precision_plugin.test_step_context():  # the test's autocast, if any
+                logits = model(batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device))
+            probs[index] = (logits.float() / temperature).softmax(-1).cpu().numpy()
+        return probs
+
+    def encode(text):
+        return datamodule.tokenizer(text, truncation=True, max_length=datamodule.max_length)["input_ids"]
+
+    texts, gold = map(list, zip(*datamodule.eval_examples("test")))
+    report = run_suite(predict_proba, LABELS, texts, gold, read_templates(TEMPLATES, LABELS), encode=encode,
+                       known=vocabulary_words(datamodule.tokenizer))  # fmt: skip
+    write_text(run_dir / "behaviour" / "results.json", json.dumps(report, indent=2))
+    write_text(run_dir / "behaviour" / "results.md", markdown(report, f"{run_dir.parent.name}/{run_dir.name}"))
+    return {k: v for k, v in report["summary"].items() if k != "clean_f1_weighted"}
 
 
 def finished_runs(out: Path, rows: dict[str, list[str]]) -> dict[str, list[dict[str, Any]]]:
@@ -162,13 +217,26 @@ def finished_runs(out: Path, rows: dict[str, list[str]]) -> dict[str, list[dict[
     return runs
 
 
+ROBUSTNESS = ("behaviour/typo_f1_weighted", "behaviour/typo_flip_rate", "behaviour/mft_failure_rate",
+              "behaviour/negation_failure_rate")  # fmt: skip
+
+
+def extra_sets(results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The evaluation-only sets any run was scored on, by name."""
+    keys = {k for runs in results.values() for r in runs for k in r if k.startswith("extra/")}
+    return sorted({k.split("/")[1] for k in keys if k.endswith("/f1_weighted")})
+
+
 def summarise(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    extra = [f"extra/{name}/{kind}" for name in extra_sets(results) for kind in ("f1_weighted", "f1_macro")]
     keys = [
         "test/f1_weighted",
         "test/f1_macro",
         *(f"test_f1/{label}" for label in LABELS),
         "train_seconds",
         "sentences_per_s",
+        *ROBUSTNESS,
+        *extra,
     ]
     rows = []
     for name, runs in results.items():
@@ -177,16 +245,36 @@ def summarise(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
             values = [r[key] for r in runs if key in r]
             row[key] = statistics.fmean(values) if values else None
             row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            row[f"{key}_n"] = len(values)  # fewer than seeds where older runs lack the key
         rows.append(row)
     return rows
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    head = ["row", "seeds", "test weighted F1", "test macro F1", *LABELS, "train min", "infer sent/s"]
+    """The table: scores, speed, then robustness (one typo per test sentence: weighted F1 and labels flipped;
+    the suite's written sentences failed; each evaluation-only set's weighted / macro F1). A row whose
+    runs predate a column shows "–" there."""
+    extra = sorted({k.split("/")[1] for r in rows for k in r if k.startswith("extra/") and r[k] is not None})
+    head = ["row", "seeds", "test weighted F1", "test macro F1", *LABELS, "train min", "infer sent/s",
+            "one typo: weighted F1", "one typo: flipped", "written tests failed", "negation failed",
+            *(f"{name} weighted / macro F1" for name in extra)]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
+    def some(r: dict[str, Any], key: str) -> str:
+        n = r.get(f"{key}_n", r["seeds"])
+        return f" ({n} of {r['seeds']} seeds)" if n < r["seeds"] else ""
+
     def pm(r: dict[str, Any], key: str) -> str:
-        return f"{r[key]:.4f} ± {r[key + '_std']:.4f}" if r["seeds"] > 1 else f"{r[key]:.4f}"
+        if r.get(key) is None:
+            return "–"
+        spread = f" ± {r[key + '_std']:.4f}" if r.get(f"{key}_n", r["seeds"]) > 1 else ""
+        return f"{r[key]:.4f}{spread}{some(r, key)}"
+
+    def pct(r: dict[str, Any], key: str) -> str:
+        return "–" if r.get(key) is None else f"{100 * r[key]:.2f}%{some(r, key)}"
+
+    def num(r: dict[str, Any], key: str) -> str:
+        return "–" if r.get(key) is None else f"{r[key]:.3f}{some(r, key)}"
 
     for r in rows:
         lines.append(
@@ -200,6 +288,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                     *(f"{r[f'test_f1/{label}']:.3f}" for label in LABELS),
                     f"{r['train_seconds'] / 60:.1f}",
                     f"{r['sentences_per_s']:.0f}",
+                    pm(r, "behaviour/typo_f1_weighted"),
+                    pct(r, "behaviour/typo_flip_rate"),
+                    pct(r, "behaviour/mft_failure_rate"),
+                    pct(r, "behaviour/negation_failure_rate"),
+                    *(f"{num(r, f'extra/{name}/f1_weighted')} / {num(r, f'extra/{name}/f1_macro')}" for name in extra),
                 ]
             )
             + " |"
@@ -225,9 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     bench = OmegaConf.load(Path(CONFIG_DIR) / "bench.yaml")
     quick = list(bench.quick) if args.quick else []
 
+    extra_eval = extra_eval_overrides(dict(bench.get("extra_eval") or {}))
+
     def row_overrides(overrides) -> list[str]:
         # --quick and the command line come last: they win over a row's own budget.
-        return [*bench.recipe, *overrides, *quick, *args.overrides]
+        return [*bench.recipe, *overrides, *quick, *extra_eval, *args.overrides]
 
     all_rows = {name: row_overrides(overrides) for name, overrides in bench.rows.items()}
     selected = list(all_rows)

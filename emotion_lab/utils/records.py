@@ -52,6 +52,17 @@ def run_record(tool: str, argv: list[str] | None, code: dict[str, Any], packages
     }
 
 
+_MD_SPECIAL = str.maketrans(
+    {c: "\\" + c for c in "\\`*_[]()#|!~"} | {"<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " ", "\r": " "}
+)
+
+
+def md_escape(text: str) -> str:
+    """Text from a file someone else wrote, as Markdown that shows it literally: no markup, links, HTML or
+    table cells come out of it."""
+    return str(text).translate(_MD_SPECIAL)
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"

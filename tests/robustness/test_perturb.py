@@ -91,10 +91,12 @@ def test_neighbours_are_symmetric_and_near():
 @settings(max_examples=100, deadline=None)
 @given(sentences, seeds)
 def test_additions_keep_the_sentence_whole(sentence, seed):
-    assert perturb.mention(sentence, seeded(seed)).split(" ", 1) [1] == sentence
+    assert perturb.mention(sentence, seeded(seed)).split(" ", 1)[1] == sentence
     assert perturb.mention(sentence, seeded(seed)).split(" ", 1)[0] in perturb.HANDLES
     link = perturb.url(sentence, seeded(seed))
-    assert link.startswith(sentence + " ") and re.fullmatch(r"https://t\.co/[A-Za-z0-9]{5,10}", link[len(sentence) + 1 :])
+    assert link.startswith(sentence + " ") and re.fullmatch(
+        r"https://t\.co/[A-Za-z0-9]{5,10}", link[len(sentence) + 1 :]
+    )
     assert perturb.hashtag(sentence, seeded(seed))[len(sentence) + 1 :] in perturb.HASHTAGS
     assert perturb.emoji(sentence, seeded(seed))[len(sentence) + 1 :] in perturb.EMOJI
     mark = perturb.punctuation(sentence, seeded(seed))
@@ -158,3 +160,45 @@ def test_seeded_draws_do_not_depend_on_the_process_hash_seed():
 def test_unknown_perturbation_is_one_line_naming_the_allowed():
     with pytest.raises(ConfigError, match=r"unknown perturbation 'typos' \(allowed: typo, typo_swap"):
         perturb.perturbation("typos")
+
+
+mixed = st.lists(
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'éſİ", min_size=1, max_size=9),
+    min_size=1,
+    max_size=8,
+).map(" ".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(mixed, seeds, st.sampled_from(sorted(PERTURBATIONS)))
+def test_any_case_or_letter_is_handled_without_error(sentence, seed, name):
+    assert isinstance(PERTURBATIONS[name](sentence, seeded(seed)), str)
+
+
+def test_capitals_are_kept():
+    assert perturb.contraction("I AM SO DONE", seeded(0)) in ("I'M SO DONE", "IM SO DONE")
+    assert perturb.first_name("JAMES left", seeded(0)).split()[0].isupper()
+    for seed in range(20):
+        out = perturb.typo_insert("ANGRY", seeded(seed))
+        assert out.isupper() and len(out) == 6
+
+
+def test_the_possessive_its_is_no_contraction():
+    assert perturb.contraction("the dog wagged its tail", seeded(0)) == "the dog wagged its tail"
+    assert perturb.contraction("it is late", seeded(0)) == "it's late"
+
+
+@pytest.mark.parametrize("name", sorted(perturb.TYPOS))
+def test_a_typo_never_spells_a_known_word(name):
+    known = {"sacred", "live", "lobe", "hat", "hare", "clam", "gad", "scare", "sared", "scred"}
+    for word in ("scared", "love", "hate", "calm", "glad"):
+        for seed in range(40):
+            out = perturb.TYPOS[name](word, seeded(seed), known)
+            assert out.lower() not in known and out != word
+
+
+def test_vocabulary_words_are_the_whole_words(tiny_encoder):
+    from emotion_lab.encoders.loading import load_tokenizer
+
+    words = perturb.vocabulary_words(load_tokenizer(tiny_encoder))
+    assert {"sacred", "live", "happy"} <= words and not any(w.startswith("#") or not w.isalpha() for w in words)

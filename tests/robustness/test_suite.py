@@ -8,7 +8,15 @@ import pytest
 
 from emotion_lab.labels import LABEL2ID, LABELS
 from emotion_lab.robustness.perturb import PERTURBATIONS
-from emotion_lab.robustness.suite import TEMPLATES, TemplateError, markdown, read_templates, run_suite
+from emotion_lab.robustness.suite import (
+    INTENSIFIERS,
+    TEMPLATES,
+    Template,
+    TemplateError,
+    markdown,
+    read_templates,
+    run_suite,
+)
 
 TEXTS = [
     "i feel sad about my job",
@@ -52,7 +60,8 @@ def test_a_constant_model_never_flips_and_fails_every_other_label(templates):
     assert set(tests) == {*PERTURBATIONS, "intensifier", "no_frame", "negation", "contrast"}
     for name in PERTURBATIONS:
         assert tests[name]["failures"] == 0 and tests[name]["kind"] == "invariance"
-    assert tests["intensifier"]["failures"] == 0 and tests["intensifier"]["cases"] == 5  # feel, am, im, feel, was
+    # "i feel sad", "im loving", "i feel furious", "i was scared"; not "i am so happy" (already intensified)
+    assert tests["intensifier"]["failures"] == 0 and tests["intensifier"]["cases"] == 4
     for test in ("no_frame", "negation", "contrast"):
         rows = [t for t in templates if t.test == test]
         # Joy passes the lines that expect joy and fails those that expect "not joy"; all others fail.
@@ -75,11 +84,55 @@ def test_every_changed_sentence_counts_once(templates):
     assert report["summary"]["typo_f1_weighted"] == tests["typo"]["f1_weighted"]
 
 
+@pytest.mark.parametrize(
+    ("sentence", "changed"),
+    [
+        ("i feel sad", True),
+        ("i am angry at him", True),
+        ("im loving this", True),
+        ("I feel lonely", True),
+        ("i feel like crying", False),
+        ("i feel that nobody cares", False),
+        ("i am not happy", False),
+        ("i am so happy", False),
+        ("he is angry", False),  # only the writer's own feeling
+    ],
+)
+def test_the_intensifier_qualifies_a_feeling_not_a_phrase(sentence, changed):
+    from emotion_lab.robustness.perturb import seeded
+    from emotion_lab.robustness.suite import intensify
+
+    out = intensify(sentence, seeded(0))
+    assert (out != sentence) == changed
+    if changed:
+        added = [w for w in out.split() if w not in sentence.split()]
+        assert len(added) == 1 and added[0] in INTENSIFIERS and out.replace(f" {added[0]}", "", 1) == sentence
+
+
+def test_a_change_the_model_cannot_see_is_no_case(templates):
+    lower = run_suite(constant("joy"), LABELS, TEXTS, GOLD, templates, encode=str.lower)
+    assert by_name(lower)["upper_case"]["cases"] == 0 and by_name(lower)["upper_case"]["failure_rate"] is None
+    assert by_name(lower)["sentence_case"]["cases"] == 6  # the final period is seen
+    assert by_name(run_suite(constant("joy"), LABELS, TEXTS, GOLD, templates))["upper_case"]["cases"] == 6
+
+
+def test_markdown_shows_file_text_literally():
+    texts = ["i feel <script>alert(1)</script> `x` [l](http://a) | b"]
+    templates = [Template("no_frame", "joy", False, "<img src=x onerror=alert(1)>", 1)]
+
+    def flips_on_any_change(batch):  # so every perturbed form is a failure the report shows
+        return one_hot([1 if t == texts[0] else 0 for t in batch])
+
+    text = markdown(run_suite(flips_on_any_change, LABELS, texts, [1], templates), "t")
+    assert "<script>" not in text and "<img" not in text and "](http" not in text
+    assert "&lt;script&gt;" in text and "\\`x\\`" in text and "\\|" in text
+
+
 def test_directional_fails_only_a_large_fall():
     def falls(texts, by):
         out = one_hot([LABEL2ID["sadness"]] * len(texts))
-        out[:, LABEL2ID["sadness"]] -= [by if any(w in t.split() for w in ("really", "so", "very", "extremely", "truly"))
-                                        and t not in TEXTS else 0 for t in texts]  # fmt: skip
+        intensified = [t not in TEXTS and bool(set(t.split()) & set(INTENSIFIERS)) for t in texts]
+        out[:, LABEL2ID["sadness"]] -= [by if yes else 0 for yes in intensified]
         return out
 
     texts, gold = ["i feel sad"], [0]
@@ -118,11 +171,15 @@ def test_the_shipped_templates_cover_every_label_and_test():
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
-        ("test\texpect\ttext\nno_frame\tdisgust\tugh\n", r"bad\.tsv:2: label 'disgust' is not one of the model's labels"),
+        (
+            "test\texpect\ttext\nno_frame\tdisgust\tugh\n",
+            r"bad\.tsv:2: label 'disgust' is not one of the model's labels",
+        ),
         ("test\texpect\ttext\n# c\nnegation\tnot hate\tno\n", r"bad\.tsv:3: label 'hate'"),
         ("test\texpect\ttext\nno_frame\tjoy\n", r"bad\.tsv:2: expected 3 tab-separated fields"),
         ("test,expect,text\n", r"bad\.tsv:1: the header must be"),
         ("# only a comment\n", r"bad\.tsv: no templates"),
+        ("test\texpect\ttext\ntypo\tjoy\tyay\n", r"bad\.tsv:2: test name 'typo' is a built-in test"),
     ],
 )
 def test_a_bad_template_line_is_named(tmp_path, content, problem):

@@ -29,6 +29,8 @@ def test_a_run_model_gets_the_suite_in_its_run_folder(run_with_suite):
     metrics = json.loads((run_with_suite / "metrics.json").read_text())
     # The suite's clean score is the run's own test score: same sentences, same labels, same order.
     assert results["clean"]["f1_weighted"] == pytest.approx(metrics["test/f1_weighted"], abs=1e-6)
+    for label, recall in results["clean"]["recall"].items():  # per label: a swapped label order shows here
+        assert recall == pytest.approx(metrics[f"test_recall/{label}"], abs=1e-6), label
     assert results["clean"]["sentences"] == 24 and results["meta"]["backend"] == "torch fp32"
     names = [t["name"] for t in results["tests"]]
     assert names == [*PERTURBATIONS, "intensifier", "no_frame", "negation", "contrast"]
@@ -66,3 +68,16 @@ def test_what_it_cannot_read_is_one_line_and_exit_2(tmp_path, trained, data_dir,
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and problem in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"tests": []}', '{"clean": {"f1_weighted": "<script>"}, "tests": []}', "[1, 2", '{"tests": [{"name": 1}]}'],
+)
+def test_a_broken_results_file_is_one_line_in_the_report(run_with_suite, tmp_path, content):
+    run = tmp_path / "run"
+    shutil.copytree(run_with_suite, run)
+    (run / "behaviour" / "results.json").write_text(content)
+    assert report([str(run)]) == 0
+    text = (run / "report.md").read_text()
+    assert "results.json: not the behaviour suite's results" in text and "<script>" not in text

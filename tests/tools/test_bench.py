@@ -5,8 +5,18 @@ import pytest
 from omegaconf import OmegaConf, open_dict
 
 from emotion_lab.data.teacher_logits import TeacherLogitsError
+from emotion_lab.labels import LABELS
 from emotion_lab.tools import bench_head
-from emotion_lab.tools.bench import BenchConfigError, check_teacher_logits, check_validation_only, main
+from emotion_lab.tools.bench import (
+    BenchConfigError,
+    check_teacher_logits,
+    check_validation_only,
+    extra_eval_overrides,
+    main,
+    markdown,
+    summarise,
+    what_trains,
+)
 from emotion_lab.tools.results_page import publish
 from emotion_lab.utils.config import CONFIG_DIR, compose_train
 from tests.conftest import QUIET
@@ -35,7 +45,17 @@ def test_quick_bench_writes_every_row(tmp_path, data_dir, tiny_encoder):
         assert row["test_f1/surprise"] is not None
     # The synthetic cue words are trivially separable for TF-IDF: a broken baseline would not be.
     assert rows["tfidf_svm"]["test/f1_weighted"] > 0.9
+    # Every trained run has the behaviour suite's columns, from its own <run>/behaviour/results.json.
+    assert rows["tfidf_svm"]["behaviour/typo_flip_rate"] is None
+    for name, row in rows.items():
+        if name != "tfidf_svm":
+            suite = json.loads((tmp_path / name / "seed1" / "behaviour" / "results.json").read_text())
+            assert row["behaviour/typo_flip_rate"] == suite["summary"]["typo_flip_rate"] is not None
+            assert row["behaviour/mft_failure_rate"] == suite["summary"]["mft_failure_rate"]
+            # The suite scored the tested weights: its clean score is the run's test score.
+            assert suite["clean"]["f1_weighted"] == pytest.approx(row["test/f1_weighted"], abs=1e-6)
     table = (tmp_path / "results.md").read_text()
+    assert "| one typo: weighted F1 | one typo: flipped | written tests failed | negation failed |" in table
     assert table.count("\n") == len(rows) + 2
     # Every run says what produced it, and publishing copies the table unedited into docs.
     for runs in results["runs"].values():
@@ -207,3 +227,31 @@ def test_committed_combined_tables_are_their_files_output(tmp_path):
         copy = shutil.copytree(page.parent, tmp_path / page.parent.name)
         generated = results_page.combine(copy).read_text()
         assert generated.split("\n", 1)[1] == page.read_text().split("\n", 1)[1], page  # below the header line
+
+
+def test_evaluation_only_sets_do_not_decide_what_trains_and_absent_files_are_skipped(tmp_path, caplog):
+    here = tmp_path / "dev.txt"
+    here.write_text("i feel fine;joy\n")
+    assert extra_eval_overrides({"here": str(here), "gone": str(tmp_path / "gone.txt")}) == [
+        f"+data.extra_eval.here={here}"
+    ]
+    assert "evaluation-only set gone" in caplog.text
+    assert what_trains(["seed=1", f"+data.extra_eval.here={here}", "data.extra_eval={}", "data.dir=x"]) == [
+        "seed=1",
+        "data.dir=x",
+    ]
+
+
+def test_a_column_only_some_seeds_have_says_so():
+    runs = [
+        {"test/f1_weighted": 0.9, "seed": s, "behaviour/typo_flip_rate": 0.05 if s == 2 else None} for s in (1, 2, 3)
+    ]
+    for run in runs:
+        run.update({f"test_f1/{label}": 0.9 for label in LABELS} | {"train_seconds": 60, "sentences_per_s": 100,
+                   "test/f1_macro": 0.8})  # fmt: skip
+        if run["behaviour/typo_flip_rate"] is None:
+            del run["behaviour/typo_flip_rate"]
+    (row,) = summarise({"recipe": runs})
+    assert row["behaviour/typo_flip_rate_n"] == 1 and row["test/f1_weighted_n"] == 3
+    line = markdown([row]).splitlines()[2]
+    assert "| 5.00% (1 of 3 seeds) |" in line and "| – |" in line  # one seed's flip rate; nothing invented
