@@ -16,7 +16,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from emotion_lab.data.feature_cache import CachedSplit, FeatureCache, collate_states
 from emotion_lab.data.noise import NoisyTrainSet, WithEpoch
-from emotion_lab.data.sources import DataSourceError, load_splits, read_split_file
+from emotion_lab.data.sources import load_splits, read_labelled_file
 from emotion_lab.data.teacher_logits import TeacherLogits
 from emotion_lab.encoders.loading import load_tokenizer
 from emotion_lab.errors import ConfigError
@@ -168,11 +168,7 @@ class EmotionDataModule(L.LightningDataModule):
 
     def _read_extra(self, name: str, path: str):
         file = Path(path).expanduser()
-        if not file.is_file():
-            raise DataSourceError(f"data.extra_eval.{name}={path!r}: no such file (a `text;label` file)")
-        rows = read_split_file(file, on_bad_line=self.hparams.on_bad_line)
-        if not rows.texts:
-            raise DataSourceError(f"data.extra_eval.{name}={path!r}: no `text;label` lines")
+        rows = read_labelled_file(file, f"data.extra_eval.{name}={path!r}", self.hparams.on_bad_line)
         encoded = self.tokenizer(rows.texts, truncation=True, max_length=self.hparams.max_length)
         items = [
             {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "label": torch.tensor(label)}

@@ -82,6 +82,17 @@ def read_split_file(path: Path, on_bad_line: str = "error") -> SplitReadResult:
     return result
 
 
+def read_labelled_file(path: Path, name: str | None = None, on_bad_line: str = "error") -> SplitReadResult:
+    """A `text;label` file that must exist and hold at least one line; `name` is how errors call it (the path)."""
+    name = name or str(path)
+    if not Path(path).is_file():
+        raise DataSourceError(f"{name}: no such file (a `text;label` file)")
+    rows = read_split_file(Path(path), on_bad_line=on_bad_line)
+    if not rows.texts:
+        raise DataSourceError(f"{name}: no `text;label` lines")
+    return rows
+
+
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     r"""`(line number, line)` for each `\n`-ended line, without its `\r\n` or `\n`."""
     offset = 0  # bytes before the current line, a byte-order mark included

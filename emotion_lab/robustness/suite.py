@@ -147,11 +147,11 @@ def score(gold: Sequence[int], probs: np.ndarray, labels: Sequence[str]) -> dict
 
 def invariance(
     name: str, texts: Sequence[str], gold: Sequence[int], clean: np.ndarray, predict_proba: PredictProba,
-    labels: Sequence[str], seed: int, examples: int, encode: Encode, known: Known,
+    labels: Sequence[str], seed: int, examples: int, encode: Encode, known: Known, inputs: Sequence[object],
 ) -> TestResult:  # fmt: skip
     perturb = PERTURBATIONS[name]
     changed = [perturb(text, seeded(seed, name, i), known) for i, text in enumerate(texts)]
-    touched = [i for i, (a, b) in enumerate(zip(texts, changed)) if a != b and encode(a) != encode(b)]
+    touched = [i for i, (a, b) in enumerate(zip(texts, changed)) if a != b and encode(b) != inputs[i]]
     probs = clean.copy()
     if touched:
         probs[touched] = predict_proba([changed[i] for i in touched])
@@ -265,8 +265,9 @@ def run_suite(
     sentence (a change it does not see is no case); typos never spell a word of `known`. Returns the
     report as a dict."""
     clean = predict_proba(texts)
+    inputs = [encode(text) for text in texts]  # what the model saw of each sentence as written, once
     tests = [
-        invariance(name, texts, gold, clean, predict_proba, labels, seed, examples, encode, known)
+        invariance(name, texts, gold, clean, predict_proba, labels, seed, examples, encode, known, inputs)
         for name in PERTURBATIONS
     ]
     tests.append(directional(texts, clean, predict_proba, labels, seed, examples, tolerance))

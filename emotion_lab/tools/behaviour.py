@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion_lab.data.sources import read_split_file, test_split
+from emotion_lab.data.sources import read_labelled_file, test_split
 from emotion_lab.errors import UserInputError
 from emotion_lab.inference.options import add_model_options, load_model
 from emotion_lab.robustness.perturb import vocabulary_words
@@ -37,11 +37,7 @@ def default_out(model: Path) -> Path:
 
 
 def labelled_file(path: Path) -> tuple[list[str], list[int]]:
-    if not path.is_file():
-        raise UserInputError(f"{path}: no such file (a `text;label` file)")
-    rows = read_split_file(path)
-    if not rows.texts:
-        raise UserInputError(f"{path}: no `text;label` lines")
+    rows = read_labelled_file(path)
     return rows.texts, rows.labels
 
 
