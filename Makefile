@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LOCK := requirements/lock.txt
 
-.PHONY: setup wordnet teacher lock train test lint
+.PHONY: setup wordnet browser teacher lock train test lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,8 +55,13 @@ teacher: setup
 train: setup
 	$(BIN)/python -m emotion_lab.train experiment=best_cpu $(ARGS)
 
-# The augmentation tests need a real WordNet.
-test: setup wordnet
+# Debian's chromium, which the page's tests drive through Playwright (whose own browser download is not used).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	command -v chromium >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+
+# The augmentation tests need a real WordNet; the page's tests a browser.
+test: setup wordnet browser
 	$(BIN)/python -m pytest -q $(ARGS)
 
 lint: setup

@@ -1,6 +1,7 @@
 """Predict emotions: an interactive loop, or batch files and pipes.
 
     python -m emotion_lab.predict MODEL                    # type a sentence, see its emotion; exit/quit/Ctrl-D ends
+    python -m emotion_lab.predict MODEL --explain          # ... and which words moved it (integrated gradients)
     python -m emotion_lab.predict MODEL --input texts.txt --output preds.csv
     python -m emotion_lab.predict MODEL --input data.jsonl --text-column sentence --output preds.jsonl
     cat texts.txt | python -m emotion_lab.predict MODEL --input - --format jsonl
@@ -29,16 +30,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from emotion_lab.errors import UserInputError
+from emotion_lab.inference.explain import Explanation
 from emotion_lab.inference.options import add_model_options, load_model
 from emotion_lab.inference.predictor import EmotionPredictor, Prediction
+from emotion_lab.inference.text_files import texts_in
 from emotion_lab.utils.atomic import atomic_open
 
 EXIT_WORDS = {"exit", "quit", ":q"}
 BAR_WIDTH = 24
-# Ten times the 100,000 characters docs/safety.md promises a prediction for (the model reads only its
-# first max_length word-pieces anyway); still a bound, so an unclosed quote cannot pull the rest of a
-# large file into memory as one field.
-CSV_FIELD_LIMIT = 1_000_000
 
 
 class InputError(UserInputError, ValueError):
@@ -62,7 +61,14 @@ def format_plain(prediction: Prediction) -> str:
     return prediction.label + "\t" + " ".join(f"{k}={v:.4f}" for k, v in prediction.probs.items())
 
 
-def interactive(predictor: EmotionPredictor, stdin=sys.stdin, stdout=sys.stdout, top_words: int = 0) -> int:
+def format_explanation(explanation: Explanation) -> str:
+    words = " ".join(f"{w.text} {w.score:+.2f}" for w in explanation.words)
+    return f"  words ({explanation.method}, toward {explanation.label}): {words}"
+
+
+def interactive(
+    predictor: EmotionPredictor, stdin=sys.stdin, stdout=sys.stdout, top_words: int = 0, explain: bool = False
+) -> int:
     """The read-predict-print loop; returns how many sentences it answered."""
     tty = stdin.isatty() and stdout.isatty()
     print(
@@ -97,6 +103,8 @@ def interactive(predictor: EmotionPredictor, stdin=sys.stdin, stdout=sys.stdout,
             print(format_plain(prediction) + note, file=stdout)
         if prediction.top_words:
             print("  attended: " + ", ".join(f"{w} {s:.2f}" for w, s in prediction.top_words), file=stdout)
+        if explain:
+            print(format_explanation(predictor.explain([text])[0]), file=stdout)
         stdout.flush()
     return answered
 
@@ -125,42 +133,7 @@ def read_texts(source: str, text_column: str = "text") -> Iterator[str]:
         handle = open(path, encoding="utf-8-sig", errors="replace", newline="")
         suffix = path.suffix.lower()
     with handle:
-        if suffix == ".csv":
-            yield from _csv_texts(handle, source, text_column)
-        elif suffix in (".jsonl", ".ndjson"):
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    yield ""
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise InputError(f"{source}:{line_no}: not valid JSON ({err.msg})") from None
-                if not isinstance(record, dict) or text_column not in record:
-                    raise InputError(f"{source}:{line_no}: no field {text_column!r}; use --text-column")
-                yield str(record[text_column])
-        else:
-            for line in handle:
-                yield line.rstrip("\r\n")
-
-
-def _csv_texts(handle, source: str, text_column: str) -> Iterator[str]:
-    csv.field_size_limit(CSV_FIELD_LIMIT)
-    # strict: a stray or unclosed quote is an error, not rows silently merged into one text.
-    reader = csv.DictReader(handle, strict=True)
-    done = 0  # rows read, numbered as a spreadsheet does: the header is row 1
-    try:
-        columns = reader.fieldnames
-        done = 1
-        if columns is None or text_column not in columns:
-            raise InputError(f"{source}: no column {text_column!r} (columns: {columns}); use --text-column")
-        for record in reader:
-            done += 1
-            yield record[text_column] or ""
-    except csv.Error as err:
-        # DictReader.line_num counts only rows it returned; its csv.reader's counts the failed one.
-        line = reader.reader.line_num
-        raise InputError(f"{source}:{line}: row {done + 1} (the header is row 1) is not valid CSV ({err})") from None
+        yield from texts_in(handle, suffix, source, text_column)
 
 
 def write_predictions(rows: Iterator[tuple[str, Prediction | None]], out, fmt: str, labels: tuple[str, ...]) -> int:
@@ -256,16 +229,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-column", default="text", help="text column of .csv/.jsonl input (default: text)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--top-words", type=int, default=0, help="interactive: show the N most-attended word-pieces")
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="interactive: show each word's attribution to the predicted label (integrated gradients, on the "
+        "fp32 torch network whatever the backend; about 30 forward and backward passes a sentence)",
+    )
     add_model_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.batch_size < 1:
         parser.error(f"--batch-size {args.batch_size}: must be >= 1")
+    if args.explain and (args.input is not None or args.format is not None):
+        parser.error("--explain: the interactive loop only (no --input or --format)")
     try:
         check_output(args.input or "-", args.output)  # before the model loads: a typo costs nothing
         predictor = load_model(args)
         if args.input is None and args.format is None:
-            interactive(predictor, top_words=args.top_words)
+            interactive(predictor, top_words=args.top_words, explain=args.explain)
         else:
             batch(predictor, args.input or "-", args.output, args.format, args.text_column, args.batch_size)
     except UserInputError as err:

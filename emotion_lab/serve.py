@@ -3,6 +3,7 @@
     python -m emotion_lab.serve MODEL [--host 127.0.0.1] [--port 8000] [--backend auto] [--quantize]
 
     curl -s localhost:8000/predict -H 'content-type: application/json' -d '{"texts": ["i feel so happy today"]}'
+    open http://127.0.0.1:8000/ in a browser: predictions as you type, word attributions, files
 
 MODEL is a saved model folder (or a Lightning checkpoint, torch backend only). Endpoints, limits
 and batching: `emotion_lab.inference.server`; measured latency under load, and with slow and idle
@@ -90,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a Host header name to answer besides 127.0.0.1, localhost and ::1 (repeatable; any port; "
         "'*.example.com' for subdomains, '*' for any); others get 400",
     )
+    parser.add_argument(
+        "--explain-threads",
+        type=int,
+        default=1,
+        help="threads of the process that computes explanations (integrated gradients on the fp32 torch network, "
+        "at a lower CPU priority than predictions); 0: no explanations (default 1)",
+    )
     add_model_options(parser)
     return parser
 
@@ -98,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvicorn
 
+        from emotion_lab.inference.explain_worker import ExplainWorker
         from emotion_lab.inference.header_deadline import header_deadline_protocol
         from emotion_lab.inference.server import LOOPBACK_HOSTS, create_app
     except ImportError as err:
@@ -121,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--allowed-host {host!r}: a name without its port (every port of it is answered)")
     if args.port > 65535:
         parser.error(f"--port {args.port}: must be 1..65535")
+    if args.explain_threads < 0:
+        parser.error(f"--explain-threads {args.explain_threads}: must be >= 0 (0: no explanations)")
     if args.max_wait_ms < 0:
         parser.error(f"--max-wait-ms {args.max_wait_ms}: must be >= 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -142,12 +153,20 @@ def main(argv: list[str] | None = None) -> int:
     card = card_file.read_text(errors="replace") if card_file.is_file() else ""
     # Starlette compares IPv6 literals in brackets, as they appear in a Host header.
     extra = [f"[{h}]" if ":" in h and not h.startswith("[") else h.lower() for h in args.allowed_host]
-    app = create_app(predictor, limits, card=card, allowed_hosts=[*LOOPBACK_HOSTS, *extra])
+    explainer = (
+        ExplainWorker(args.model, limits, args.trust_module, threads=args.explain_threads)
+        if args.explain_threads
+        else None
+    )
+    app = create_app(predictor, limits, card=card, allowed_hosts=[*LOOPBACK_HOSTS, *extra], explainer=explainer)
     log.info(
-        "serving %s (%s, %d threads) on http://%s:%d",
+        "serving %s (%s, %d threads; explanations: %s) on http://%s:%d (page: http://%s:%d/)",
         args.model,
         predictor.backend.name,
         args.threads,
+        f"{args.explain_threads} thread(s)" if explainer else "off",
+        args.host,
+        args.port,
         args.host,
         args.port,
     )

@@ -170,6 +170,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             data_source=datamodule.source,
             trusted_modules=[own_module],
             max_length=datamodule.max_length,
+            onnx=cfg.onnx,
         )
     log_hyperparameters(cfg, model, trainer, metrics, status=status)
     output_dir.mkdir(parents=True, exist_ok=True)

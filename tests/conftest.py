@@ -117,6 +117,7 @@ def tiny_overrides(tiny_encoder: str, data_dir: Path) -> list[str]:
         "model.net.lstm_hidden=16",
         f"data.dir={data_dir}",
         "data.batch_size=8",
+        "onnx=false",  # the shared `trained` run (which stops before this) writes ONNX as training does by default
     ]
 
 

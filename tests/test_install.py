@@ -60,6 +60,8 @@ def venv(tmp_path_factory) -> Path:
     assert (site / "emotion_lab/conf/train.yaml").is_file() and (site / "hydra_plugins/emotion_lab_sweeper").is_dir()
     assert not (site / "emotion_lab/conf/local").exists()
     assert (site / "emotion_lab/robustness/templates.tsv").is_file()  # the behaviour suite's sentences
+    for name in ("index.html", "page.js", "page.css"):  # the server's page
+        assert (site / "emotion_lab/inference/page" / name).is_file()
     return venv
 
 

@@ -11,9 +11,10 @@ import torch
 
 from emotion_lab.inference.export import export
 from emotion_lab.inference.predictor import EmotionPredictor, ModelLoadError
+from emotion_lab.inference.text_files import CSV_FIELD_LIMIT, TextFileError
 from emotion_lab.labels import LABELS
 from emotion_lab.models.checkpoints import load_classifier
-from emotion_lab.predict import CSV_FIELD_LIMIT, InputError, batch, interactive, main
+from emotion_lab.predict import batch, interactive, main
 from emotion_lab.utils.config import PROJECT_ROOT
 
 
@@ -78,6 +79,21 @@ def test_loop_ends_cleanly_at_eof_and_survives_odd_input(predictor):
     assert interactive(predictor, stdin=io.StringIO(text), stdout=out) == 2
     assert "truncated to" in out.getvalue()
     assert interactive(predictor, stdin=io.StringIO("i feel fine"), stdout=io.StringIO()) == 1
+
+
+def test_loop_explains_each_answer_with_its_words_when_asked(predictor, trained, capsys):
+    out = io.StringIO()
+    assert interactive(predictor, stdin=io.StringIO("i feel happy today\n"), stdout=out, explain=True) == 1
+    words = [line for line in out.getvalue().splitlines() if line.startswith("  words (integrated gradients")]
+    expected = predictor.explain(["i feel happy today"])[0]
+    assert words == ["  words (integrated gradients, toward " + expected.label + "): "
+                     + " ".join(f"{w.text} {w.score:+.2f}" for w in expected.words)]  # fmt: skip
+    # Explanations are for the loop; a batch run with --explain is one line, before the model loads.
+    with pytest.raises(SystemExit) as exit_:
+        main([str(trained["out"] / "model"), "--explain", "--input", "x.txt"])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith("--explain: the interactive loop only (no --input or --format)")
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
@@ -205,7 +221,7 @@ def test_an_error_after_rows_were_written_keeps_the_old_output(predictor, tmp_pa
     output = tmp_path / "out.csv"
     output.write_text("old\n")
     # chunk_size=2: two chunks are predicted and written to the temporary file before row 5 fails.
-    with pytest.raises(InputError, match="row 5"):
+    with pytest.raises(TextFileError, match="row 5"):
         batch(predictor, str(source), str(output), None, chunk_size=2)
     assert output.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.csv"]

@@ -35,6 +35,9 @@ class Limits:
     max_wait_ms: float = 2.0  # how long a batch waits for more requests
     max_queued_texts: int = 8192  # beyond this, 503 with Retry-After: shed load instead of queueing forever
     body_timeout_s: float = 10.0  # a body not read whole by then is answered 408 (enough for 2 MB on a slow link)
+    max_explain_texts: int = 8  # per request asking for explanations (each costs ~30 forward and backward passes)
+    max_pending_explanations: int = 4  # requests in the explanation worker or waiting for it; beyond, 503
+    explain_timeout_s: float = 30.0  # an explanation not done by then is answered 503
 
 
 class RequestError(Exception):

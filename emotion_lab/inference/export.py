@@ -8,6 +8,7 @@ command is `python -m emotion_lab.export`; training calls `export` for `<run>/mo
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -21,6 +22,19 @@ from emotion_lab.inference.predictor import CONFIG_FILE, ONNX_FILE, ONNX_INT8_FI
 from emotion_lab.labels import LABELS
 
 log = logging.getLogger(__name__)
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")  # the `onnx` extra: export, and int8 quantization
+
+
+def wants_onnx(onnx: bool | str) -> bool:
+    """Whether to write the ONNX files: `auto` when the onnx extra is installed; `true` requires it."""
+    if onnx not in (True, False, "auto"):
+        raise UserInputError(f"onnx={onnx!r}: allowed values are true, false, auto")
+    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    if onnx is True and missing:
+        raise UserInputError(
+            f"onnx=true needs the onnx extra ({', '.join(missing)} missing): pip install -e '.[onnx]', or onnx=auto"
+        )
+    return onnx is True or (onnx == "auto" and not missing)
 
 
 def model_card(predictor: EmotionPredictor, ckpt_path: Path, metrics: dict[str, float] | None, data_source: str) -> str:
@@ -95,13 +109,15 @@ def export(
     metrics: dict[str, float] | None = None,
     data_source: str = "unknown source",
     trusted_modules: Sequence[str] = (),
-    onnx: bool = False,
+    onnx: bool | str = "auto",
     allow_download: bool = False,
     max_length: int | None = None,
 ) -> Path:
     """Write the model folder `out` from a checkpoint (or from a model folder, e.g. to add ONNX to it); the
     checkpoint's encoder is downloaded only with `allow_download`. `max_length`: what the training data was
-    truncated to, when the caller knows better than the checkpoint's datamodule hyperparameters."""
+    truncated to, when the caller knows better than the checkpoint's datamodule hyperparameters. `onnx`:
+    also write model.onnx and model.int8.onnx: true, false, or auto (when the onnx extra is installed)."""
+    required, onnx = onnx is True, wants_onnx(onnx)
     ckpt_path, folder = Path(ckpt_path), Path(out)
     in_place = ckpt_path.is_dir() and folder.resolve() == ckpt_path.resolve()
     if not in_place:
@@ -130,9 +146,24 @@ def export(
             # A fresh folder: the ONNX files of what was there are not served with the new weights.
             predictor.save_pretrained(staging, card=card)
         if onnx:
-            from emotion_lab.inference.onnx import export_onnx, quantize_onnx
-
-            export_onnx(predictor.net, predictor.tokenizer, staging / ONNX_FILE, max_length=predictor.max_length)
-            quantize_onnx(staging / ONNX_FILE, staging / ONNX_INT8_FILE)
+            onnx = _write_onnx(predictor, staging, required)
     log.info("exported %s -> %s%s", ckpt_path, folder, " (with ONNX fp32 and int8)" if onnx else "")
     return folder
+
+
+def _write_onnx(predictor: EmotionPredictor, folder: Path, required: bool) -> bool:
+    """model.onnx and model.int8.onnx into `folder`. Unless `required`, a network the exporter cannot
+    trace leaves the folder without them (predict and serve then run torch), with a warning."""
+    from emotion_lab.inference.onnx import export_onnx, quantize_onnx
+
+    try:
+        export_onnx(predictor.net, predictor.tokenizer, folder / ONNX_FILE, max_length=predictor.max_length)
+        quantize_onnx(folder / ONNX_FILE, folder / ONNX_INT8_FILE)
+    except Exception as err:
+        if required:
+            raise
+        for name in (ONNX_FILE, ONNX_INT8_FILE):
+            (folder / name).unlink(missing_ok=True)
+        log.warning("no ONNX files written (%s: %s); predict and serve will run torch", type(err).__name__, err)
+        return False
+    return True

@@ -7,6 +7,9 @@ connection is closed (a body declared and never sent would otherwise hold it for
 `RequestIds`: every response carries `X-Request-ID`; an unhandled exception becomes a 500 that names
 only that id, while the log line has the id and the traceback (an exception's text may hold paths or
 a client's input).
+`SecurityHeaders`: every answer carries a Content-Security-Policy under which a page runs only the
+server's own script and style (no inline code, no other origin), is never framed, and sends forms
+nowhere; browsers are told not to guess content types or send referrers.
 Headers that never finish never reach an ASGI app: `emotion_lab.inference.header_deadline` bounds them.
 """
 
@@ -108,3 +111,31 @@ class RequestIds:
             if started:  # part of the answer is out: all that is left is to drop the connection
                 raise
             await _answer(send, 500, f"internal error; the server log has it under request id {request_id}", [header])
+
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_SECURITY_HEADERS = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *_SECURITY_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -35,6 +35,7 @@ from torch import nn
 
 from emotion_lab.encoders.loading import downloads_refused, load_tokenizer
 from emotion_lab.errors import ModelLoadError, UserInputError, first_line
+from emotion_lab.inference.explain import Explainer, Explanation
 from emotion_lab.labels import LABELS
 from emotion_lab.models.calibration import checked_temperature
 from emotion_lab.models.loading import build_network, check_shapes, checkpoint_network, read_checkpoint
@@ -110,6 +111,9 @@ class EmotionPredictor:
         self.max_length = max_length
         # Probabilities are softmax(logits / temperature), fitted on validation after training; labels never change.
         self.temperature = temperature
+        self.source: Path | None = None  # the model folder or checkpoint loaded, where explanations find fp32 weights
+        self.trusted_modules: tuple[str, ...] = ()
+        self._explainer = None
 
     @classmethod
     def from_pretrained(
@@ -131,6 +135,7 @@ class EmotionPredictor:
             if backend == "onnx":
                 raise ModelLoadError(f"{folder}: the onnx backend reads a model folder, not a checkpoint")
             predictor = cls.from_checkpoint(folder, trusted_modules=trusted_modules, allow_download=allow_download)
+            predictor.source, predictor.trusted_modules = folder, tuple(trusted_modules)
             return predictor.quantize_dynamic() if int8 else predictor
         config = _read_folder_config(folder)
         config_path = folder / CONFIG_FILE
@@ -139,7 +144,9 @@ class EmotionPredictor:
             onnx_file = folder / (ONNX_INT8_FILE if int8 else ONNX_FILE)
             backend = "onnx" if onnx_file.is_file() and _has_onnxruntime() else "torch"
         if backend == "onnx":
-            return cls._from_onnx(folder, config, int8, _temperature(config, config_path))
+            predictor = cls._from_onnx(folder, config, int8, _temperature(config, config_path))
+            predictor.source, predictor.trusted_modules = folder, tuple(trusted_modules)
+            return predictor
         weights_file = folder / WEIGHTS_FILE
         try:
             with downloads_refused():
@@ -160,6 +167,7 @@ class EmotionPredictor:
         predictor = cls(
             net, tokenizer, config["labels"], config["max_length"], temperature=_temperature(config, config_path)
         )
+        predictor.source, predictor.trusted_modules = folder, tuple(trusted_modules)
         return predictor.quantize_dynamic() if int8 else predictor
 
     @classmethod
@@ -316,6 +324,21 @@ class EmotionPredictor:
                 )
             )
         return results
+
+    def explain(self, texts: Sequence[str], steps: int = 32) -> list[Explanation]:
+        """Word attributions of each text's predicted label by integrated gradients (`inference.explain`),
+        on the fp32 torch network: this one's, or for an ONNX or int8 predictor the one its `source` holds."""
+        if self._explainer is None or self._explainer.steps != steps:
+            net = self.net if isinstance(self.backend, TorchBackend) and not self.backend.int8 else None
+            if net is None:
+                if self.source is None:
+                    raise ModelLoadError(
+                        f"explanations need the fp32 torch network; this {self.backend.name} predictor was not loaded "
+                        "from a model folder or checkpoint (load it without int8)"
+                    )
+                net = EmotionPredictor.from_pretrained(self.source, self.trusted_modules, backend="torch").net
+            self._explainer = Explainer(net, self.tokenizer, self.labels, self.max_length, self.temperature, steps)
+        return self._explainer.explain(texts)
 
     def _is_truncated(self, text: str) -> bool:
         return len(self.tokenizer(text, truncation=False)["input_ids"]) > self.max_length

@@ -12,6 +12,9 @@ a plateau or keeps climbing. With `--model` the server is started here on a free
 backend and stopped afterwards. Client and server share the machine: on few cores the client's own CPU
 use lowers what the server gets. Writes results.md and results.json.
 
+`--explain-clients N` adds N clients asking for explanations back to back at every level: the
+prediction p50 beside explanations, and what an explanation costs, in a table of its own.
+
 Hostile clients, beside the normal ones at every level (loopback only; each stops with its level):
 
     python -m emotion_lab.tools.load_test --model MODEL --levels 4 --seconds 30 --slow-clients 40 --idle-clients 400
@@ -91,6 +94,17 @@ def start_server(model: str, backend: str, threads: int, extra: list[str], log: 
     return process, url
 
 
+def wait_for_explanations(url: str, seconds: float = 300.0) -> None:
+    """Until the server's explanation worker has loaded its model (`/health`: explanations.ready)."""
+    deadline = time.monotonic() + seconds
+    while not httpx.get(f"{url}/health", timeout=10).json().get("explanations", {}).get("ready"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{url}: explanations not ready within {seconds:g} s (started with --explain-threads 0?)"
+            )
+        time.sleep(0.5)
+
+
 async def hold(url: str, kind: str, until: float, every: float = 1.0) -> dict:
     """One connection of a `SLOW_KINDS` kind: how long the server kept it open (until `until` at most)
     and the status line it answered, if any."""
@@ -146,13 +160,18 @@ def _hostile_summary(held: list[dict], seconds: float) -> dict:
     return summary
 
 
-async def _client(session, url: str, texts: list[str], until: float, seed: int, out: list) -> None:
+async def _client(
+    session, url: str, texts: list[str], until: float, seed: int, out: list, explain: bool = False
+) -> None:
     rng = random.Random(seed)
     while time.monotonic() < until:
         start = time.perf_counter()
+        body = {"text": rng.choice(texts)} | ({"explain": True} if explain else {})
         try:
-            async with session.post(f"{url}/predict", json={"text": rng.choice(texts)}) as response:
+            async with session.post(f"{url}/predict", json=body) as response:
                 ok = response.status == 200 and len((await response.json())["predictions"]) == 1
+                if response.status == 503 and explain:  # the explanation worker's own limit: wait as told
+                    await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError):
             ok = False
         out.append((time.perf_counter() - start, ok))
@@ -175,14 +194,21 @@ async def _memory(session, url: str, until: float, samples: list, health_ms: lis
 
 
 async def run_level(
-    url: str, texts: list[str], concurrency: int, seconds: float, slow_clients: int = 0, idle_clients: int = 0
+    url: str,
+    texts: list[str],
+    concurrency: int,
+    seconds: float,
+    slow_clients: int = 0,
+    idle_clients: int = 0,
+    explain_clients: int = 0,
 ) -> dict:
     results: list[tuple[float, bool]] = []
+    explained: list[tuple[float, bool]] = []
     memory: list[float] = []
     health_ms: list[float] = []
     held: list[dict] = []
     slow_kinds = [kind for kind in SLOW_KINDS if kind != "idle"]
-    connector = aiohttp.TCPConnector(limit=concurrency + 1)
+    connector = aiohttp.TCPConnector(limit=concurrency + explain_clients + 1)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
         before = await _health(session, url)
         until = time.monotonic() + seconds
@@ -190,6 +216,7 @@ async def run_level(
         await asyncio.gather(
             _memory(session, url, until, memory, health_ms),
             *(_client(session, url, texts, until, seed, results) for seed in range(concurrency)),
+            *(_client(session, url, texts, until, -1 - i, explained, explain=True) for i in range(explain_clients)),
             *(_hostile(url, slow_kinds[i % len(slow_kinds)], until, held) for i in range(slow_clients)),
             *(_hostile(url, "idle", until, held) for _ in range(idle_clients)),
         )
@@ -213,6 +240,12 @@ async def run_level(
         "slow_clients": slow_clients,
         "idle_clients": idle_clients,
         "hostile": _hostile_summary(held, seconds),
+        "explain_clients": explain_clients,
+        "explanations": sum(ok for _, ok in explained),
+        "explain_refused": sum(not ok for _, ok in explained),
+        "explain_p50_ms": statistics.median(sorted(t * 1000 for t, ok in explained if ok))
+        if any(ok for _, ok in explained)
+        else None,
     }
 
 
@@ -244,6 +277,15 @@ def markdown(rows: list[dict]) -> str:
             for c, kind, h in hostile
         ]
         table += "\n" + markdown_table([*header, "answers"], cells)
+    explaining = [r for r in rows if r.get("explain_clients")]
+    if explaining:
+        header = ["concurrent clients", "explaining clients", "explanations", "refused (busy)", "explanation p50 ms"]
+        cells = [
+            [str(r["concurrency"]), str(r["explain_clients"]), str(r["explanations"]), str(r["explain_refused"])]
+            + [f"{r['explain_p50_ms']:.0f}" if r["explain_p50_ms"] is not None else "n/a"]
+            for r in explaining
+        ]
+        table += "\n" + markdown_table(header, cells)
     return table
 
 
@@ -264,11 +306,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="per level (with --probe-only: the most to wait)")
     parser.add_argument("--slow-clients", type=int, default=0, help="clients at every level that send too slowly")
     parser.add_argument("--idle-clients", type=int, default=0, help="sockets at every level that send nothing")
+    parser.add_argument(
+        "--explain-clients",
+        type=int,
+        default=0,
+        help="clients at every level asking for explanations back to back (prediction p50 with them running)",
+    )
     parser.add_argument("--probe-only", action="store_true", help="only how long the server holds each slow client")
     parser.add_argument("--data-dir", default=None, help="a folder with test.txt (default: as training finds it)")
     parser.add_argument("--out", type=Path, default=Path("outputs/load_test"))
     args = parser.parse_args(argv)
-    for name in ("slow_clients", "idle_clients"):
+    for name in ("slow_clients", "idle_clients", "explain_clients"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 0")
     if args.url and httpx.URL(args.url).host not in ("127.0.0.1", "localhost", "::1"):
@@ -283,10 +331,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # A probed server may be any server (or a proxy), not necessarily this project's.
         model = {} if args.probe_only else httpx.get(f"{url}/model", timeout=10).json()
+        if args.explain_clients:
+            wait_for_explanations(url)
         held = asyncio.run(probe(url, args.seconds)) if args.probe_only else []
         rows = []
         for level in [] if args.probe_only else args.levels:
-            rows.append(asyncio.run(run_level(url, texts, level, args.seconds, args.slow_clients, args.idle_clients)))
+            row = run_level(url, texts, level, args.seconds, args.slow_clients, args.idle_clients, args.explain_clients)
+            rows.append(asyncio.run(row))
             print(json.dumps(rows[-1]), flush=True)
     finally:
         if process is not None:

@@ -122,7 +122,7 @@ def test_auto_int8_falls_back_to_torch_without_the_int8_file(tiny_onnx_model, tm
 def test_exporting_over_a_folder_drops_its_old_onnx_files(tiny_onnx_model, tmp_path):
     folder = export(tiny_onnx_model, tmp_path / "model", onnx=True)
     assert (folder / "model.onnx").is_file() and (folder / "model.int8.onnx").is_file()
-    export(tiny_onnx_model, folder)  # new weights, no ONNX asked: the old graphs must not be served with them
+    export(tiny_onnx_model, folder, onnx=False)  # new weights, no ONNX: the old graphs must not be served with them
     assert not (folder / "model.onnx").exists() and not (folder / "model.int8.onnx").exists()
     assert EmotionPredictor.from_pretrained(folder, backend="auto").backend.name == "torch fp32"
 
@@ -161,3 +161,43 @@ def test_an_onnx_file_with_external_data_is_refused_before_a_session_exists(tiny
     monkeypatch.setattr(onnxruntime, "InferenceSession", lambda *a, **k: pytest.fail("a session was created"))
     with pytest.raises(ModelLoadError, match="point at external data files"):
         EmotionPredictor.from_pretrained(folder, backend="onnx")
+
+
+def test_a_trained_folder_carries_onnx_and_predict_runs_it(trained):
+    folder = trained["model"]  # the shared run, made with training's default onnx=auto
+    assert (folder / "model.onnx").is_file() and (folder / "model.int8.onnx").is_file()
+    assert EmotionPredictor.from_pretrained(folder, backend="auto").backend.name == "onnx fp32"
+
+
+def test_the_onnx_option_says_what_is_missing_and_what_is_allowed(monkeypatch):
+    import importlib.util
+
+    from emotion_lab.errors import UserInputError
+    from emotion_lab.inference.export import wants_onnx
+
+    with pytest.raises(UserInputError, match=r"^onnx='maybe': allowed values are true, false, auto$"):
+        wants_onnx("maybe")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else find_spec(name))
+    with pytest.raises(UserInputError, match=r"onnx=true needs the onnx extra \(onnxruntime missing\)"):
+        wants_onnx(True)
+    assert wants_onnx("auto") is False and wants_onnx(False) is False
+
+
+def test_a_network_the_exporter_cannot_trace_leaves_a_torch_folder_under_auto(
+    tiny_model, tmp_path, monkeypatch, caplog
+):
+    import emotion_lab.inference.onnx
+
+    def untraceable(net, tokenizer, path, **kwargs):
+        path.write_bytes(b"half a graph")
+        raise RuntimeError("cannot trace this network")
+
+    monkeypatch.setattr(emotion_lab.inference.onnx, "export_onnx", untraceable)
+    folder = export(tiny_model, tmp_path / "auto")
+    assert not (folder / "model.onnx").exists() and not (folder / "model.int8.onnx").exists()
+    assert "no ONNX files written (RuntimeError: cannot trace this network)" in caplog.text
+    assert EmotionPredictor.from_pretrained(folder, backend="auto").backend.name == "torch fp32"
+    with pytest.raises(RuntimeError, match="cannot trace"):
+        export(tiny_model, tmp_path / "required", onnx=True)
+    assert not (tmp_path / "required").exists()

@@ -19,6 +19,8 @@ pytest.importorskip("fastapi")
 pytest.importorskip("aiohttp")
 
 from emotion_lab.inference.batching import Limits  # noqa: E402
+from emotion_lab.inference.explain_worker import ExplainWorker  # noqa: E402
+from emotion_lab.inference.guards import CONTENT_SECURITY_POLICY  # noqa: E402
 from emotion_lab.inference.header_deadline import header_deadline_protocol  # noqa: E402
 from emotion_lab.inference.predictor import EmotionPredictor, Prediction  # noqa: E402
 from emotion_lab.inference.server import create_app, public_config, without_paths  # noqa: E402
@@ -27,9 +29,9 @@ from emotion_lab.tools.load_test import free_port, wait_for_server  # noqa: E402
 
 
 @contextmanager
-def serving(predictor, limits: Limits, card: str = "", header_timeout: float | None = None, **config):
+def serving(predictor, limits: Limits, card: str = "", header_timeout: float | None = None, explainer=None, **config):
     """The app over `predictor`, served by uvicorn in a thread on a free port: real HTTP. Yields (url, app)."""
-    port, app = free_port(), create_app(predictor, limits, card=card)
+    port, app = free_port(), create_app(predictor, limits, card=card, explainer=explainer)
     http = header_deadline_protocol(header_timeout) if header_timeout else "auto"
     uv = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", http=http, **config))
     thread = threading.Thread(target=uv.run, daemon=True)
@@ -88,11 +90,87 @@ def test_predict_answers_one_text_and_a_list_in_order(server, tiny_model):
 
 def test_health_and_model_card(server):
     health = httpx.get(f"{server}/health").json()
-    assert health["status"] == "ok" and health["rss_mb"] > 0
+    assert health["status"] == "ok" and health["rss_mb"] > 0 and health["backend"] == "torch fp32"
     card = httpx.get(f"{server}/model").json()
     assert card["labels"] == ["sadness", "joy", "love", "anger", "fear", "surprise"]
     assert card["backend"] == "torch fp32" and card["card"] == "tiny card"
     assert card["limits"]["max_texts"] == 32
+    assert card["explain"] is None and card["files"]["extensions"] == [".txt", ".csv", ".jsonl", ".ndjson"]
+
+
+def test_the_page_and_its_files_are_served_with_a_policy_that_allows_only_their_own_code(server):
+    page = httpx.get(f"{server}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<script src="/static/page.js"' in page.text and "<script>" not in page.text
+    assert httpx.get(f"{server}/static/page.js").headers["content-type"].startswith("text/javascript")
+    assert httpx.get(f"{server}/static/page.css").headers["content-type"].startswith("text/css")
+    for path in ("/static/..%2Fserver.py", "/static/index.html", "/static/%2E%2E/batching.py"):
+        assert httpx.get(f"{server}{path}").status_code == 404
+    # Every answer carries the policy, errors and JSON included.
+    answers = [page, httpx.get(f"{server}/nothing"), httpx.post(f"{server}/predict", json={"text": ""})]
+    for answer in answers:
+        assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    assert "script-src 'self'" in CONTENT_SECURITY_POLICY and "unsafe-inline" not in CONTENT_SECURITY_POLICY
+
+
+def test_a_file_is_answered_as_rows_and_a_csv_with_the_same_limits(server, tiny_model):
+    content = "text\ni feel happy\n=1+2\ni am scared\n"
+    answer = httpx.post(f"{server}/predict/file", json={"filename": "notes.csv", "content": content})
+    assert answer.status_code == 200, answer.text
+    rows = answer.json()["rows"]
+    expected = EmotionPredictor.from_pretrained(tiny_model).predict(["i feel happy", "=1+2", "i am scared"])
+    assert [r["text"] for r in rows] == ["i feel happy", "=1+2", "i am scared"]
+    assert [r["label"] for r in rows] == [e.label for e in expected]
+    lines = answer.json()["csv"].splitlines()
+    assert len(lines) == 4 and lines[2].startswith("'=1+2,")
+    for body, status, error in [
+        ({"filename": "notes.jsonl", "content": '{"text": "ok"}\nnope\n'}, 422, "notes.jsonl:2: not valid JSON"),
+        ({"filename": "notes.exe", "content": "x"}, 422, "notes.exe: not a .txt"),
+        ({"filename": "a.txt", "content": "hi\n" * 33}, 413, "33 texts in one request; the limit is 32"),
+        ({"filename": "a.txt", "content": "hi\n" + "a" * 1001}, 413, "a.txt: text 2 has 1001 characters"),
+        ({"filename": "a.txt"}, 422, "content: Field required"),
+    ]:
+        answer = httpx.post(f"{server}/predict/file", json=body)
+        assert (answer.status_code, answer.json()["error"][: len(error)]) == (status, error)
+
+
+def test_explanations_come_from_their_own_worker_and_match_the_predictor(tiny_model):
+    limits = Limits(max_chars=1000, max_texts=32, max_explain_texts=2)
+    steps = 1000  # slow enough that a prediction can be seen answered while an explanation runs
+    worker = ExplainWorker(tiny_model, limits, steps=steps)
+    with serving(EmotionPredictor.from_pretrained(tiny_model), limits, explainer=worker) as (url, _):
+        assert httpx.get(f"{url}/model").json()["explain"] == {"method": "integrated gradients", "max_texts": 2}
+        texts = ["i feel so happy today", "this is terrifying"]
+        answer = httpx.post(f"{url}/predict", json={"texts": texts, "explain": True}, timeout=120)
+        assert answer.status_code == 200, answer.text
+        expected = EmotionPredictor.from_pretrained(tiny_model).explain(texts, steps=steps)
+        for prediction, want in zip(answer.json()["predictions"], expected):
+            got = prediction["explanation"]
+            assert got["label"] == want.label == prediction["label"]
+            assert [w["text"] for w in got["words"]] == [w.text for w in want.words]
+            assert [w["score"] for w in got["words"]] == pytest.approx([w.score for w in want.words], abs=1e-5)
+        plain = httpx.post(f"{url}/predict", json={"text": "i feel fine"}).json()["predictions"][0]
+        assert "explanation" not in plain
+        too_many = httpx.post(f"{url}/predict", json={"texts": ["a", "b", "c"], "explain": True})
+        assert too_many.status_code == 413 and "3 texts to explain" in too_many.json()["error"]
+        assert httpx.get(f"{url}/health").json()["explanations"]["explained_texts"] == 2
+        # A prediction is answered while an explanation runs: it never queues behind one.
+        body = {"texts": texts, "explain": True}
+        with ThreadPoolExecutor(1) as pool:
+            explaining = pool.submit(httpx.post, f"{url}/predict", json=body, timeout=120)
+            for _ in range(600):  # bounded
+                if httpx.get(f"{url}/health").json()["explanations"]["pending"] == 1:
+                    break
+                time.sleep(0.01)
+            assert httpx.post(f"{url}/predict", json={"text": "i feel fine"}).status_code == 200
+            assert httpx.get(f"{url}/health").json()["explanations"]["pending"] == 1  # still explaining
+            assert explaining.result().status_code == 200
+
+
+def test_a_server_without_explanations_says_so(server):
+    answer = httpx.post(f"{server}/predict", json={"text": "i feel fine", "explain": True})
+    assert answer.status_code == 422 and "gives no explanations" in answer.json()["error"]
 
 
 @pytest.mark.parametrize(

@@ -61,3 +61,14 @@ def test_only_loopback_urls_are_load_tested(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--url", "http://10.1.2.3:8000", "--probe-only"])
     assert exit_info.value.code == 2 and "a loopback address only" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_explaining_clients_ride_along_and_get_their_own_table(tmp_path, tiny_onnx_model, data_dir):
+    args = ["--model", str(tiny_onnx_model), "--threads", "1", "--levels", "1", "--seconds", "3"]
+    args += ["--explain-clients", "1", "--data-dir", str(data_dir), "--out", str(tmp_path)]
+    assert main(args) == 0  # no prediction failed beside the explanations
+    [row] = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert row["explain_clients"] == 1 and row["explanations"] > 0 and row["explain_p50_ms"] > 0
+    assert row["requests"] > 0 and row["failed"] == 0
+    assert "| 1 | 1 |" in (tmp_path / "results.md").read_text().split("explanation p50 ms")[1]

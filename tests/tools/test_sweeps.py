@@ -57,6 +57,7 @@ def test_optuna_sweep_runs_trials_and_records_a_failed_one(tmp_path, data_dir, t
     result = run_train(
         [
             "hparams_search=optuna",
+            "hydra/sweeper/pruner=median",  # never stops the first 5 trials: each one completes or fails
             "hydra.sweeper.n_trials=4",
             "model.net.attn_heads=choice(2,3)",
             "model.net.lstm_hidden=choice(8)",
@@ -114,8 +115,12 @@ def test_ddp_fast_dev_run_on_two_cpu_processes(tmp_path, data_dir, tiny_encoder)
 
 
 def tiny_optuna(tmp_path, data_dir, tiny_encoder, *more: str) -> list[str]:
+    # Unless a test picks its pruner: the median pruner, which never stops a study's first 5 trials, so
+    # these trials all finish whatever their scores (the default, successive halving, judges the second).
+    pruner = [] if any(arg.startswith("hydra/sweeper/pruner=") for arg in more) else ["hydra/sweeper/pruner=median"]
     return [
         "hparams_search=optuna",
+        *pruner,
         "model.net.lstm_hidden=choice(8)",
         "model.net.attn_heads=choice(2)",
         "hydra.sweeper.params={model.optimizer.lr: 'tag(log, interval(1e-4, 3e-3))'}",
