@@ -163,8 +163,8 @@ def test_an_onnx_file_with_external_data_is_refused_before_a_session_exists(tiny
         EmotionPredictor.from_pretrained(folder, backend="onnx")
 
 
-def test_a_trained_folder_carries_onnx_and_predict_runs_it(trained):
-    folder = trained["model"]  # the shared run, made with training's default onnx=auto
+def test_a_folder_exported_by_default_carries_onnx_and_predict_runs_it(trained, tmp_path):
+    folder = export(trained["ckpt"], tmp_path / "model")  # onnx=auto, as training exports: the extra is here
     assert (folder / "model.onnx").is_file() and (folder / "model.int8.onnx").is_file()
     assert EmotionPredictor.from_pretrained(folder, backend="auto").backend.name == "onnx fp32"
 
