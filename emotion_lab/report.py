@@ -58,6 +58,7 @@ RUN_FIGURES = {
     "figures/reliability": "Reliability before and after temperature scaling",
     "figures/class_distribution": "Emotions per split",
     "attention_words": "Attention over the words of one test sentence per emotion",
+    "attribution_words": "Attribution of the same words to the predicted emotion (integrated gradients)",
 }
 # One file per figure, the first of these it was saved as: images Markdown shows, then PDF (linked).
 FIGURE_SUFFIXES = (".png", ".svg", ".jpg", ".jpeg", ".gif", ".webp", ".pdf")

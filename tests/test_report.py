@@ -89,6 +89,7 @@ def test_one_run_gets_its_report_with_every_figure(two_runs, capsys):
         assert f"| {label} | {metrics[f'test_precision/{label}']:.4f} |" in text
     images = linked_images(report)
     assert {p.stem for p in images} >= {"f1_by_class", "confusion_matrix", "reliability", "attention_words"}
+    assert "attribution_words" in {p.stem for p in images}
     for image in images:
         assert_real_png(image)
     assert "## Missing" not in text
@@ -99,7 +100,7 @@ def test_a_figure_a_callback_of_ones_own_writes_reaches_the_report(two_runs):
     assert main([str(run)]) == 0
     text = (run / "report.md").read_text()
     shown = [p.relative_to(run).as_posix() for p in linked_images(run / "report.md")]
-    assert shown[-2:] == ["attention_words.png", "figures/mean_probabilities.png"]  # after the known ones
+    assert shown[-3:] == ["attention_words.png", "attribution_words.png", "figures/mean_probabilities.png"]
     assert "### Mean probabilities\n\n![Mean probabilities](figures/mean_probabilities.png)" in text
     assert "mean_probabilities.pdf" not in text  # one format per figure
     assert not (two_runs[1] / "figures" / "mean_probabilities.png").exists()
@@ -225,12 +226,12 @@ def test_importances_follow_the_parameter_that_moves_the_objective():
 
 
 def test_nothing_committed_under_docs_quotes_the_datasets_sentences():
-    """Run outputs that quote test sentences (attention figure, errors.csv, test reports with examples) are
+    """Run outputs that quote test sentences (word figures, errors.csv, test reports with examples) are
     never published into docs/."""
     from emotion_lab.utils.config import PROJECT_ROOT
 
     docs = Path(PROJECT_ROOT) / "docs"
-    quoting = [*docs.glob("**/attention_words*"), *docs.glob("**/errors.csv")]
+    quoting = [*docs.glob("**/attention_words*"), *docs.glob("**/attribution_words*"), *docs.glob("**/errors.csv")]
     quoting += [p for p in docs.glob("**/test_report.*") if "examples" in p.read_text(encoding="utf-8")]
     assert quoting == []
 

@@ -77,11 +77,12 @@ def test_training_writes_the_run_folder_and_evaluate_reproduces_the_test(tiny_tr
     assert {"val_f1/love", "val_f1/surprise", "val/f1_weighted", "test/f1_macro"} <= set(tags["scalars"])
     assert {"val/confusion_matrix", "test/confusion_matrix"} <= set(tags["images"])
     figures = ("f1_by_class", "precision_recall_f1", "confusion_matrix", "reliability", "class_distribution")
-    figures += ("attention_words",)  # beside figures/, not in it: it quotes test sentences
+    quoting = ("attention_words", "attribution_words")  # beside figures/, not in it: they quote test sentences
+    figures += quoting
     assert {f"test_figures/{name}" for name in figures if name != "confusion_matrix"} <= set(tags["images"])
-    assert not (out / "figures" / "attention_words.png").exists()
+    assert not any((out / "figures" / f"{name}.png").exists() for name in quoting)
     for name in figures:
-        png = (out if name == "attention_words" else out / "figures") / f"{name}.png"
+        png = (out if name in quoting else out / "figures") / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.with_suffix(".svg").is_file()
         assert matplotlib.image.imread(png)[..., :3].std() > 0.05
 

@@ -54,9 +54,11 @@ class RunFigures(TestOutputs):
     TensorBoard (`test_figures/...`): per-class F1 beside the reference build's, the class
     distribution of each split, precision / recall / F1 per class, the confusion matrix (file only:
     `ConfusionMatrixFigure` puts the same drawing in TensorBoard), a reliability diagram before and after
-    temperature scaling. Beside `figures/`, as `attention_words.{png,svg}` (it quotes test sentences, as
-    `errors.csv` does, so that `figures/` can be published whole): the attention over the words of one
-    test sentence per emotion (`attention_sentences`, 0 = none; none for networks without attention)."""
+    temperature scaling. Beside `figures/`, because they quote test sentences (as `errors.csv` does, so
+    that `figures/` can be published whole), two figures of the same test sentences, one per emotion
+    (`attention_sentences`, 0 = neither): `attention_words.{png,svg}`, the attention over their words (none
+    for networks without attention), and its twin `attribution_words.{png,svg}`, each word's integrated-
+    gradients attribution to the predicted label (`inference.explain`). Both need a fast tokenizer."""
 
     def __init__(self, output_dir: str, run_name: str = "", attention_sentences: int = len(LABELS)) -> None:
         super().__init__()
@@ -100,43 +102,54 @@ class RunFigures(TestOutputs):
         drawn["confusion_matrix"] = figures.confusion_heatmap(matrix, f"{name}: test confusion matrix (rows: true)")
         for key, fig in drawn.items():
             figures.save(fig, folder / key)
-        attention = self._attention(trainer, pl_module, name)  # last: the figures above are saved whatever happens
-        if attention is not None:
-            figures.save(attention, self.output_dir / "attention_words")
+        # Last: the figures above are saved whatever happens to these.
+        for key, fig in self._word_figures(trainer, pl_module, name).items():
+            figures.save(fig, self.output_dir / key)
             for logger in [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]:
-                logger.experiment.add_figure("test_figures/attention_words", attention, global_step=trainer.global_step)
+                logger.experiment.add_figure(f"test_figures/{key}", fig, global_step=trainer.global_step)
 
-    def _attention(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str):
-        """Attention over the words of test sentences, one per true emotion of about 12 words (a sentence
-        typical of the data, not its shortest), or None without an attention layer or a fast tokenizer (its
-        word boundaries group the word-pieces)."""
+    def _word_figures(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> dict:
+        """The attention over the words of test sentences and the words' attributions, for one sentence per
+        true emotion of about 12 words (a sentence typical of the data, not its shortest); none without a
+        fast tokenizer (its word boundaries group the word-pieces)."""
         datamodule = trainer.datamodule
         net = getattr(pl_module, "net", None)
-        if not self.attention_sentences or getattr(net, "attention", None) is None or datamodule is None:
-            return None
+        if not self.attention_sentences or net is None or datamodule is None:
+            return {}
         if not getattr(datamodule.tokenizer, "is_fast", False):
-            return None
+            return {}
         chosen: dict[int, str] = {}
         for text, label in sorted(datamodule.eval_examples("test"), key=lambda ex: abs(len(ex[0].split()) - 12)):
             chosen.setdefault(label, text)
         texts = [chosen[label] for label in sorted(chosen)][: self.attention_sentences]
+        truth = [LABELS[label] for label in sorted(chosen)]
         predictor = EmotionPredictor(
             net,
             datamodule.tokenizer,
             max_length=datamodule.max_length,
             temperature=pl_module.calibration_temperature or 1.0,
         )
+        drawn = {}
         was_training = net.training
         try:
-            attention = predictor.word_attention(texts)
+            if getattr(net, "attention", None) is not None:
+                attention = predictor.word_attention(texts)
+                rows = [(f"{t} -> {a.label} ({a.prob:.2f})", a.words, a.weights) for t, a in zip(truth, attention)]
+                special = sum(a.special_share for a in attention) / len(attention)
+                drawn["attention_words"] = figures.attention_words(
+                    rows, f"{name}: attention over words (special tokens got {special:.0%} of it, left out)"
+                )
+            explained = predictor.explain(texts)
         finally:
             net.train(was_training)
-        truth = [LABELS[label] for label in sorted(chosen)]
-        rows = [(f"{true} -> {a.label} ({a.prob:.2f})", a.words, a.weights) for true, a in zip(truth, attention)]
-        special = sum(a.special_share for a in attention) / len(attention)
-        return figures.attention_words(
-            rows, f"{name}: attention over words (special tokens got {special:.0%} of it, left out)"
+        rows = [
+            (f"{t} -> {e.label} ({e.prob:.2f})", [w.text for w in e.words], [w.score for w in e.words])
+            for t, e in zip(truth, explained)
+        ]
+        drawn["attribution_words"] = figures.attribution_words(
+            rows, f"{name}: integrated-gradients attribution of each word to the predicted label"
         )
+        return drawn
 
     @staticmethod
     def _reliability(logits: torch.Tensor, targets: torch.Tensor, metrics: dict, temperature: float | None) -> dict:

@@ -122,24 +122,41 @@ def reliability_diagram(
 def attention_words(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]], title: str) -> Figure:
     """Sentences as rows of words, each word shaded by the share of attention it received.
     `rows = [(row label, words, weights), ...]`; weights of a row sum to 1 over its words."""
+    top = max(max(weights, default=0.0) for _, _, weights in rows) or 1.0
+    return _word_grid(rows, title, "Reds", (0.0, top), "share of attention")
+
+
+def attribution_words(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]], title: str) -> Figure:
+    """Sentences as rows of words, each word shaded by its attribution to the predicted label: red for,
+    blue against, on one scale centred on 0 for all rows. `rows = [(row label, words, scores), ...]`."""
+    top = max(max((abs(s) for s in scores), default=0.0) for _, _, scores in rows) or 1.0
+    return _word_grid(rows, title, "RdBu_r", (-top, top), "attribution to the predicted label")
+
+
+def _word_grid(
+    rows: Sequence[tuple[str, Sequence[str], Sequence[float]]],
+    title: str,
+    cmap: str,
+    limits: tuple[float, float],
+    scale_label: str,
+) -> Figure:
     # Hand-drawn: no maintained plot shades words of different sentences by weight.
     width = max(len(words) for _, words, _ in rows)
-    shares = np.full((len(rows), width), np.nan)
+    values = np.full((len(rows), width), np.nan)
     for row, (_, _, weights) in enumerate(rows):
-        shares[row, : len(weights)] = weights
+        values[row, : len(weights)] = weights
     fig = Figure(figsize=(min(24, max(8, 1.0 * width + 3)), 0.7 * len(rows) + 1.6))
     ax = fig.subplots()
-    image = ax.imshow(shares, cmap="Reds", vmin=0, vmax=np.nanmax(shares), aspect="auto")
-    top = np.nanmax(shares)
+    image = ax.imshow(values, cmap=cmap, vmin=limits[0], vmax=limits[1], aspect="auto")
+    strong = 0.6 * max(abs(limits[0]), abs(limits[1]))
     for row, (_, words, weights) in enumerate(rows):
         for col, (word, weight) in enumerate(zip(words, weights)):
-            ax.text(
-                col, row, word, ha="center", va="center", fontsize=8, color="white" if weight > 0.6 * top else "black"
-            )
+            colour = "white" if abs(weight) > strong else "black"
+            ax.text(col, row, word, ha="center", va="center", fontsize=8, color=colour)
     ax.set(xticks=[], yticks=np.arange(len(rows)), yticklabels=[label for label, _, _ in rows])
     ax.set(xlabel="words of the sentence, in order", ylabel="true -> predicted (probability)")
     ax.set_title(title, fontsize=10)
-    fig.colorbar(image, ax=ax, label="share of attention", fraction=0.03)
+    fig.colorbar(image, ax=ax, label=scale_label, fraction=0.03)
     fig.tight_layout()
     return fig
 

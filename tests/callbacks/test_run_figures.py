@@ -67,11 +67,11 @@ def test_attention_sentences_are_one_per_emotion_at_most(tmp_path):
     for bad in (-1, 7):
         with pytest.raises(ConfigError, match=f"attention_sentences={bad}: allowed 0 to 6"):
             RunFigures(str(tmp_path), attention_sentences=bad)
-    # 0: no attention figure, even for a network that has attention and a fast tokenizer.
+    # 0: neither word figure, even for a network that has attention and a fast tokenizer.
     datamodule = SimpleNamespace(tokenizer=SimpleNamespace(is_fast=True), eval_examples=lambda split: [])
     module = SimpleNamespace(net=SimpleNamespace(attention=object()))
     assert (
-        RunFigures(str(tmp_path), attention_sentences=0)._attention(fake_trainer({}, datamodule), module, "x") is None
+        RunFigures(str(tmp_path), attention_sentences=0)._word_figures(fake_trainer({}, datamodule), module, "x") == {}
     )
 
 

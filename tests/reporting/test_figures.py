@@ -81,6 +81,23 @@ def test_the_confusion_matrix_shows_each_true_class_shares_under_the_emotions():
     assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("predicted", "true", "m")
 
 
+def test_word_figures_shade_words_on_their_scale():
+    rows = [("joy -> joy (0.90)", ["so", "happy"], [0.25, 0.75]), ("fear -> fear (0.60)", ["dark"], [1.0])]
+    image = figures.attention_words(rows, "a").axes[0].images[0]
+    assert image.get_clim() == (0.0, 1.0) and image.get_cmap().name == "Reds"
+    assert np.allclose(image.get_array().filled(np.nan)[0], [0.25, 0.75])
+    scores = [("joy -> joy (0.90)", ["not", "happy", "at", "all"], [-0.2, 0.5, 0.0, 0.1])]
+    ax = figures.attribution_words(scores, "b").axes[0]
+    image = ax.images[0]
+    # One scale centred on 0: against (blue) and for (red) the label are told apart, 0 is the middle colour.
+    assert image.get_clim() == (-0.5, 0.5) and image.get_cmap().name == "RdBu_r"
+    assert [t.get_text() for t in ax.texts] == ["not", "happy", "at", "all"]
+    colours = image.to_rgba(np.array([-0.2, 0.5, 0.0]))
+    assert colours[0, 2] > colours[0, 0] and colours[1, 0] > colours[1, 2]
+    assert np.allclose(colours[2, :3], image.to_rgba(0.0)[:3]) and abs(colours[2, 0] - colours[2, 2]) < 0.05
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["joy -> joy (0.90)"]
+
+
 def test_the_reliability_diagram_puts_each_bin_at_its_accuracy():
     confidence = np.array([0.95] * 10 + [0.55] * 10)
     correct = np.array([1.0] * 9 + [0.0] + [1.0] * 5 + [0.0] * 5)

@@ -156,13 +156,31 @@ def test_the_subset_score_is_the_weighted_f1_of_batches_spread_over_validation_a
     assert head.training and not head.frozen.training
 
 
-def test_a_proxy_address_this_machine_cannot_listen_on_is_one_line(tmp_path):
-    from emotion_lab.sweeps.proxy import serve_study
+def test_a_proxy_address_this_machine_cannot_listen_on_is_one_line(tmp_path, monkeypatch):
+    import errno
+    import socket
+
+    from emotion_lab.sweeps import proxy
     from emotion_lab.sweeps.study import SweepSetupError, open_storage
 
     storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    with pytest.raises(SweepSetupError, match=r"^hydra.sweeper.proxy.host=192.0.2.1: cannot listen there \("):
-        serve_study(storage, "192.0.2.1", 0)  # a documentation-only address (RFC 5737): never this machine's
+
+    def refuse(sock, address):  # what bind says for an address no interface of this machine has
+        raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(socket.socket, "bind", refuse)
+        with pytest.raises(SweepSetupError, match=r"^hydra.sweeper.proxy.host=10.1.2.3: cannot listen there \(Cannot"):
+            proxy.serve_study(storage, "10.1.2.3", 0)
+
+    # A port something else holds: the proxy cannot start, and the sweep says so in one line.
+    monkeypatch.setattr(proxy, "READY_TIMEOUT_S", 2.0)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SweepSetupError, match=rf"proxy on 127.0.0.1:{port} did not answer .*is the port taken\?$"):
+            proxy.serve_study(storage, "127.0.0.1", port)
 
 
 def test_a_ray_node_without_the_data_stops_the_sweep_in_one_line(tmp_path, data_dir):

@@ -129,33 +129,32 @@ def test_the_sweeper_and_the_trial_lookup_use_only_optunas_public_api():
     import importlib
     import inspect
 
+    # Underscore names that are public API: Hydra's JobReturn field and config key, namedtuple's method.
+    allowed = {"_return_value", "_target_", "_replace"}
     private = []
     # By name: Hydra's plugin scan loads hydra_plugins modules without setting them on their package.
     for name in (
         "emotion_lab.callbacks.pruning",
         "emotion_lab.sweeps.proxy",
         "emotion_lab.sweeps.study",
+        "emotion_lab.reporting.sweeps",
+        "emotion_lab.tools.sweep_report",
+        "emotion_lab.train",
         "hydra_plugins.emotion_lab_sweeper.optuna_sweeper",
         "hydra_plugins.emotion_lab_sweeper.ray_launcher",
     ):
         module = importlib.import_module(name)
-        tree = ast.parse(inspect.getsource(module))
-        # Names the module itself defines: its functions and methods, and attributes it assigns on self.
-        defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-        defined |= {
-            t.attr
-            for n in ast.walk(tree)
-            if isinstance(n, (ast.Assign, ast.AnnAssign))
-            for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
-            for t in ([t] if not isinstance(t, ast.Tuple) else t.elts)
-            if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"
-        }
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
-                # Our own attributes, Hydra's JobReturn field (`ret`), and namedtuple API.
-                if node.attr in defined or node.attr == "_return_value" or node.attr in ("_replace", "_asdict"):
-                    continue
-                private.append(f"{module.__name__}:{node.lineno} .{node.attr}")
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            # `x._name`, except on the module's own objects (self, cls); `getattr(x, "_name")` too.
+            if isinstance(node, ast.Attribute):
+                owner_is_own = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+                attr = None if owner_is_own else node.attr
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("getattr", "setattr", "hasattr"):
+                attr = node.args[1].value if len(node.args) > 1 and isinstance(node.args[1], ast.Constant) else None
+            else:
+                attr = None
+            if isinstance(attr, str) and attr.startswith("_") and not attr.startswith("__") and attr not in allowed:
+                private.append(f"{module.__name__}:{node.lineno} .{attr}")
             if (
                 isinstance(node, ast.ImportFrom)
                 and node.module
@@ -164,3 +163,37 @@ def test_the_sweeper_and_the_trial_lookup_use_only_optunas_public_api():
             ):
                 private.append(f"{module.__name__}:{node.lineno} from {node.module}")
     assert private == []
+
+
+def test_the_default_pruner_judges_half_an_epoch_in_and_at_the_first_epochs_end():
+    """The default search's pruner, as the sweep builds it, over the steps its trials report (4 an epoch):
+    a weak trial stops at its second report, one weak only later stops at the first epoch's end, and a
+    trial past that rung is never stopped again before its last step (which is never judged)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    from tests.conftest import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", ["hparams_search=optuna", "experiment=cached_head"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    steps = cfg.callbacks.optuna_pruning.reports_per_epoch * cfg.trainer.max_epochs
+    assert steps == 8
+    study = optuna.create_study(direction="maximize", pruner=instantiate(cfg.hydra.sweeper.pruner))
+
+    def stopped_at(scores: list[float]) -> int | None:  # as OptunaPruning reports and asks
+        trial = study.ask()
+        for step, score in enumerate(scores[: steps - 1]):  # the callback never reports the last step
+            trial.report(score, step)
+            if trial.should_prune():
+                study.tell(trial, state=TrialState.PRUNED)
+                return step
+        study.tell(trial, scores[-1])
+        return None
+
+    assert [stopped_at([0.9] * steps) for _ in range(6)] == [None] * 6
+    assert stopped_at([0.1] * steps) == 1  # half an epoch in
+    assert stopped_at([0.1, 0.95, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]) == 3  # the first epoch's end
+    assert stopped_at([0.1, 0.95, 0.1, 0.95, 0.1, 0.1, 0.1, 0.1]) is None  # no rung after it

@@ -31,6 +31,7 @@ HEAD_ENV = {**ENV, "RAY_health_check_period_ms": "1000", "RAY_health_check_failu
 # The namespace is the cluster's alone, so any port is free in it; Ray's own random ports are ephemeral ones.
 HEAD_PORT, HEAD_NODE_PORT, WORKER_NODE_PORT = 6379, 6381, 6382
 ADDRESS = f"127.0.0.1:{HEAD_PORT}"
+# Ray's servers bind 0.0.0.0 (every interface): loopback here only because the namespace has no other.
 LOOPBACK_ADDRESSES = {"127.0.0.1", "0.0.0.0"}
 IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 # Ray probes 8.8.8.8 for its own address on every start; inside the namespace that fails and says so.
@@ -141,6 +142,8 @@ def cluster(tmp_path_factory):
         wait_for(lambda: net_namespace(holder.pid) not in (None, net_namespace("self")), "unshare -n", 10, holder)
         enter = ["nsenter", "-t", str(holder.pid), "-n"]
         subprocess.run([*enter, "ip", "link", "set", "lo", "up"], check=True)
+        shown = subprocess.run([*enter, "ip", "-o", "addr"], check=True, capture_output=True, text=True).stdout
+        assert {line.split()[1] for line in shown.splitlines()} == {"lo"}, shown  # so 0.0.0.0 is loopback here
         head = [RAY, "start", "--head", f"--port={HEAD_PORT}", f"--node-manager-port={HEAD_NODE_PORT}"]
         head += ["--num-cpus=1", "--include-dashboard=false", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
         started = subprocess.run([*enter, *head, f"--temp-dir={temp}"], env=HEAD_ENV, capture_output=True, text=True)
