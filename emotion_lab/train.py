@@ -30,6 +30,7 @@ from emotion_lab.callbacks.pruning import OptunaPruning
 from emotion_lab.data.contract import check_datamodule
 from emotion_lab.errors import ConfigError, first_line
 from emotion_lab.models.classifier import EmotionClassifier
+from emotion_lab.sweeps.extras import missing_launcher
 from emotion_lab.utils.atomic import write_text
 from emotion_lab.utils.config import CONFIG_DIR, cpu_has_native_bf16
 from emotion_lab.utils.runtime import (
@@ -213,9 +214,13 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def cli() -> None:
-    """The `emotion-train` console script: main's return value is for sweepers, not an exit status."""
+    """`python -m emotion_lab.train` and the `emotion-train` console script: main's return value is for
+    sweepers, not an exit status."""
+    if problem := missing_launcher(sys.argv[1:]):
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     main()
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,12 @@ class OptunaStudySweeper(Sweeper):
         if self.direction not in ("maximize", "minimize"):
             raise SweepSetupError(f"hydra.sweeper.direction={self.direction!r}: allowed values are maximize, minimize")
         self.storage = str(self.storage) if self.storage else self._default_storage(sweep_dir)
+        if urllib.parse.urlsplit(self.storage).password:
+            raise SweepSetupError(
+                f"hydra.sweeper.storage={without_password(self.storage)}: a password in the URL would be written "
+                "into the sweep's files (multirun.yaml, study.yaml, every trial's config); leave it out and let the "
+                "database driver find it (PostgreSQL: ~/.pgpass or PGPASSWORD)"
+            )
         if self.storage.startswith(GRPC):
             raise SweepSetupError(
                 f"hydra.sweeper.storage={self.storage}: the sweep serves its own study; give the storage behind "
@@ -211,7 +218,9 @@ class OptunaStudySweeper(Sweeper):
                 load_if_exists=True,
             )
         except Exception as err:  # noqa: BLE001 - e.g. a read-only database: one line, not a traceback
-            raise SweepSetupError(f"hydra.sweeper.storage={self.storage}: cannot use it ({first_line(err)})") from None
+            raise SweepSetupError(
+                f"hydra.sweeper.storage={without_password(self.storage)}: cannot use it ({first_line(err)})"
+            ) from None
         check_same_search(study, space_signature(space, self.direction, fixed), str(self.storage))
         if study.trials and self.sampler_cfg.get("seed") is not None:
             # The same seed would draw the start-up trials already run again: continue from another one.

@@ -234,3 +234,25 @@ def test_a_storage_passed_to_trials_parses_back_to_itself(value):
 
     override = OverridesParser.create().parse_override(f"hydra.sweeper.trial_storage={hydra_quoted(value)}")
     assert OmegaConf.create({"trial_storage": override.value()}).trial_storage == value  # as the trial reads it
+
+
+def test_a_launcher_whose_extra_is_missing_is_one_line_naming_the_extra(monkeypatch, capsys):
+    import importlib.util
+
+    from emotion_lab import train
+    from emotion_lab.sweeps.extras import missing_launcher
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "hydra_plugins.hydra_submitit_launcher" else real_find_spec(name, *a),
+    )
+    assert missing_launcher(["hparams_search=optuna", "hydra/launcher=joblib"]) is None
+    monkeypatch.setattr("sys.argv", ["train", "hparams_search=optuna", "hydra/launcher=submitit_slurm", "-m"])
+    with pytest.raises(SystemExit) as stopped:
+        train.cli()
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: hydra/launcher=submitit_slurm needs the slurm extra: pip install 'emotion_lab[slurm]'\n"
+    )

@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 
 from emotion_lab.sweeps.study import WorkerLost, stored_study
 from hydra_plugins.emotion_lab_sweeper.optuna_sweeper import OptunaStudySweeper
+from tests.sweeps.test_study import no_connection  # noqa: F401 - a fixture
 
 
 def sweeper(tmp_path: Path, launch, n_trials: int = 3, n_jobs: int = 1, launcher=None) -> OptunaStudySweeper:
@@ -197,3 +198,13 @@ def test_the_default_pruner_judges_half_an_epoch_in_and_at_the_first_epochs_end(
     assert stopped_at([0.1] * steps) == 1  # half an epoch in
     assert stopped_at([0.1, 0.95, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]) == 3  # the first epoch's end
     assert stopped_at([0.1, 0.95, 0.1, 0.95, 0.1, 0.1, 0.1, 0.1]) is None  # no rung after it
+
+
+@pytest.mark.usefixtures("no_connection")
+def test_a_storage_url_with_a_password_is_refused_before_anything_is_written(tmp_path):
+    made = sweeper(tmp_path / "sweep", launch=None)
+    made.storage = "postgresql+psycopg://u:secret@db.invalid/s"
+    with pytest.raises(SystemExit) as stopped:
+        made.sweep([])
+    assert str(stopped.value).startswith("hydra.sweeper.storage=postgresql+psycopg://u:***@db.invalid/s: a password")
+    assert "secret" not in str(stopped.value) and not (tmp_path / "sweep").exists()
