@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ from emotion_lab.sweeps.study import (
 )
 
 log = logging.getLogger(__name__)
+# hydra-submitit-launcher's launchers (submitit_local, submitit_slurm) live in this module.
+SUBMITIT = "hydra_plugins.hydra_submitit_launcher"
 
 # Launchers whose trials run on this machine: a served study listens on loopback for them.
 LOCAL_LAUNCHERS = ("BasicLauncher", "JoblibLauncher", "LocalLauncher")
@@ -238,8 +241,43 @@ class OptunaStudySweeper(Sweeper):
                 [*fixed, *(f"{k}={v}" for k, v in t.params.items()), self.trial_storage_override] for t in batch
             ]
             self.validate_batch_is_legal(overrides)
-            returns += self.launcher.launch(overrides, initial_job_idx=batch[0].number)
+            if type(self.launcher).__module__.startswith(SUBMITIT):
+                returns += self._launch_each(overrides, batch)
+            else:
+                returns += self.launcher.launch(overrides, initial_job_idx=batch[0].number)
         return returns
+
+    def _launch_each(self, overrides: list[list[str]], batch: list[optuna.Trial]) -> list[JobReturn]:
+        """Each trial as a job of its own, all at once: submitit collects a batch's results in one call that
+        raises when any job ended without one (its node died, its time ran out), which would lose the
+        results of the others. Such a job is the end of its trial alone (interrupted)."""
+        returns: list[JobReturn | BaseException | None] = [None] * len(batch)
+
+        def launch_one(i: int) -> None:
+            try:
+                returns[i] = self.launcher.launch([overrides[i]], initial_job_idx=batch[i].number)[0]
+            except Exception as err:  # noqa: BLE001 - submitit's UncompletedJobError and FailedJobError alike
+                returns[i] = WorkerLost(f"job {batch[i].number}: ended without a result ({first_line(err)})")
+            except BaseException as err:  # noqa: BLE001 - handed to the sweep's thread, which stops
+                returns[i] = err
+
+        # Daemon threads: a sweep stopped with Ctrl-C exits without waiting for its jobs' results.
+        threads = [threading.Thread(target=launch_one, args=(i,), daemon=True) for i in range(len(batch))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=1.0)
+        jobs = []
+        for i, ret in enumerate(returns):
+            if isinstance(ret, WorkerLost):
+                lost = JobReturn(overrides=overrides[i], status=JobStatus.FAILED)
+                lost.return_value = ret
+                ret = lost
+            elif isinstance(ret, BaseException):
+                raise ret
+            jobs.append(ret)
+        return jobs
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> bool | None:
         """Record how the trial ended: True when it counts, False when it failed, None when its worker

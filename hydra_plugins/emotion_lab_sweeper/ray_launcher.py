@@ -161,6 +161,8 @@ class RayLauncher(Launcher):
                 returns.append(ray.get(run))
             except ray.exceptions.RayTaskError as err:  # the job could not even start there (e.g. unpickling)
                 returns.append(self._failed(overrides, err.as_instanceof_cause()))
+            except ray.exceptions.OutOfMemoryError as err:  # the trial's own doing: failed, not run again
+                returns.append(self._failed(overrides, err))
             except ray.exceptions.RayError as err:  # its worker or node died: the trial did not end
                 lost = WorkerLost(f"job {idx}: its Ray worker stopped ({type(err).__name__}: {first_line(err)})")
                 returns.append(self._failed(overrides, lost))

@@ -1,7 +1,9 @@
-"""A callback for the Ray tests: chosen trials say where they run, then wait for the test's go."""
+"""A callback for the cluster tests: chosen trials say where they run (process, and Ray node), then wait for
+the test's go."""
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -20,11 +22,12 @@ class HoldTrial(L.Callback):
         number = int(HydraConfig.get().job.num)
         if number not in self.trials:
             return
-        import ray
-
-        node_id = ray.get_runtime_context().get_node_id()
-        (node,) = [n for n in ray.nodes() if n["NodeID"] == node_id]
-        where = {"trial": number, "node_manager_port": node["NodeManagerPort"], "pid": os.getpid()}
+        where = {"trial": number, "pid": os.getpid()}
+        ray = sys.modules.get("ray")  # imported in a Ray worker; never imported here for a submitit job
+        if ray is not None and ray.is_initialized():
+            node_id = ray.get_runtime_context().get_node_id()
+            (node,) = [n for n in ray.nodes() if n["NodeID"] == node_id]
+            where["node_manager_port"] = node["NodeManagerPort"]
         (self.folder / f"at-{number}.json").write_text(json.dumps(where))
         deadline = time.monotonic() + HOLD_LIMIT_S
         while not (self.folder / f"go-{number}").exists() and time.monotonic() < deadline:

@@ -256,3 +256,41 @@ def test_a_launcher_whose_extra_is_missing_is_one_line_naming_the_extra(monkeypa
     assert capsys.readouterr().err == (
         "error: hydra/launcher=submitit_slurm needs the slurm extra: pip install 'emotion_lab[slurm]'\n"
     )
+
+
+def test_a_ray_trial_out_of_memory_fails_and_one_whose_node_died_is_interrupted(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    import ray.exceptions
+    from hydra.core.utils import JobStatus
+    from omegaconf import OmegaConf
+
+    from emotion_lab.sweeps.study import WorkerLost
+    from hydra_plugins.emotion_lab_sweeper import ray_launcher
+
+    ends = {
+        0: ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory."),
+        1: ray.exceptions.NodeDiedError("the node died"),
+    }
+
+    class Remote:
+        def options(self, **_):
+            return self
+
+        def remote(self, hydra_context, sweep_config, task_function, state):
+            return sweep_config.hydra.job.num
+
+    def get(idx):
+        raise ends[idx]
+
+    fake_ray = SimpleNamespace(remote=lambda fn: Remote(), get=get, exceptions=ray.exceptions)
+    monkeypatch.setitem(sys.modules, "ray", fake_ray)
+    launcher = ray_launcher.RayLauncher(address=None, num_cpus=1, num_gpus=0, init=None)
+    launcher.config = OmegaConf.create(
+        {"hydra": {"sweep": {"dir": str(tmp_path)}, "hydra_logging": {"root": None}, "verbose": False}}
+    )
+    loader = SimpleNamespace(load_sweep_config=lambda config, overrides: OmegaConf.create({"hydra": {"job": {}}}))
+    launcher.hydra_context = SimpleNamespace(config_loader=loader)
+    returns = launcher.launch([["a=1"], ["a=2"]], initial_job_idx=0)
+    assert [r.status for r in returns] == [JobStatus.FAILED] * 2
+    assert isinstance(returns[0]._return_value, ray.exceptions.OutOfMemoryError)  # failed: not run again
+    assert isinstance(returns[1]._return_value, WorkerLost)  # interrupted: the sweep runs another

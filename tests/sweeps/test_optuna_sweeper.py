@@ -88,6 +88,31 @@ def test_a_trial_whose_worker_died_is_interrupted_and_the_sweep_runs_another(tmp
     assert OmegaConf.load(tmp_path / "optimization_results.yaml").trials.complete == 2
 
 
+def test_a_submitit_job_lost_mid_batch_ends_only_its_own_trial(tmp_path):
+    class UncompletedJobError(RuntimeError):  # what submitit raises for a job killed or out of time
+        pass
+
+    class LocalLauncher:  # submitit's launcher, as the sweeper recognises it: one call per job
+        __module__ = "hydra_plugins.hydra_submitit_launcher.submitit_launcher"
+
+        def __init__(self) -> None:
+            self.calls = []
+
+        def launch(self, batch, initial_job_idx):
+            self.calls.append((len(batch), initial_job_idx))
+            if initial_job_idx == 1:
+                raise UncompletedJobError("Job 4242 (task: 0) with path .submitit/4242 has not produced any output")
+            return [job(JobStatus.COMPLETED, 0.5 + initial_job_idx / 10)]
+
+    launcher = LocalLauncher()
+    sweeper(tmp_path, launch=None, n_trials=2, n_jobs=2, launcher=launcher).sweep([])
+    trials = stored_study(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[0].value == pytest.approx(0.5)  # the other job's result is kept
+    assert trials[1].user_attrs["interrupted"] is True
+    assert sorted(launcher.calls) == [(1, 0), (1, 1), (1, 2)]  # each trial a job of its own
+
+
 def test_a_batch_whose_every_worker_died_stops_the_sweep_with_how_to_resume(tmp_path):
     lost = job(JobStatus.FAILED, WorkerLost("job 0: its Ray worker stopped (NodeDiedError)"))
     with pytest.raises(SystemExit) as stopped:

@@ -227,21 +227,31 @@ def test_a_trial_on_a_lost_node_is_interrupted_and_the_sweep_goes_on(cluster, lo
 
 
 @pytest.mark.slow
-def test_the_same_command_resumes_a_finished_sweep_without_new_trials(cluster, lost_node_sweep):
+def test_the_same_command_resumes_on_the_cluster_up_to_its_count(cluster, lost_node_sweep):
     sweep = lost_node_sweep
-    again = subprocess.run(
-        [*cluster.enter, *train_command([*sweep.args, f"hydra.sweep.dir={sweep.folder}"])],
-        cwd=PROJECT_ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=SWEEP_TIMEOUT_S,
-    )
-    log = again.stdout + again.stderr
-    assert again.returncode == 0, log[-5000:]
+
+    def resume(*more: str) -> str:
+        again = subprocess.run(
+            [*cluster.enter, *train_command([*sweep.args, f"hydra.sweep.dir={sweep.folder}", *more])],
+            cwd=PROJECT_ROOT,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=SWEEP_TIMEOUT_S,
+        )
+        assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
+        return again.stdout + again.stderr
+
+    log = resume()  # finished: no new trial
     assert "4 of 4 trials done, resuming" in log
     assert not re.search(r"\] trial \d+: ", log)
     assert len(stored_study(sweep.folder).trials) == 5
+    log = resume("hydra.sweeper.n_trials=6")  # two more, through the served study, numbered on
+    assert "4 of 6 trials done, resuming" in log
+    trials = stored_study(sweep.folder).trials
+    assert [t.number for t in trials] == list(range(7))
+    assert [t.state for t in trials[5:]] == [TrialState.PRUNED] * 2
+    assert all(list(t.intermediate_values) == [0] for t in trials[5:])
 
 
 @pytest.mark.slow

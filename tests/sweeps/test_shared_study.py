@@ -199,3 +199,44 @@ def test_submitit_trials_report_and_are_pruned_through_the_sweep(tmp_path, data_
         metrics = json.loads((folder / str(trial.number) / "metrics.json").read_text())
         assert metrics["status"] == "pruned after 0.25 epochs" and metrics["pruned_at_step"] == 0
     assert (folder / ".submitit").is_dir()  # run by submitit, not in the sweep's process
+
+
+@pytest.mark.slow
+def test_a_submitit_job_killed_mid_trial_ends_only_its_own_trial(tmp_path, data_dir, tiny_encoder):
+    import signal
+    import time
+
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "hydra.launcher.cpus_per_task=1"]
+    pruner = [
+        "hydra/sweeper/pruner=threshold",
+        "hydra.sweeper.pruner.lower=1.01",
+        "hydra.sweeper.pruner.n_warmup_steps=0",
+    ]
+    args = ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "torch_threads=1", *launcher, *pruner]
+    args += ["data.batch_size=4", "trainer.max_epochs=2", "+callbacks.hold._target_=tests.sweeps.hold.HoldTrial"]
+    args += [f"+callbacks.hold.folder={hold}", "+callbacks.hold.trials=[0,1]"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-m", "emotion_lab.train", *tiny_optuna(tmp_path, data_dir, tiny_encoder, *args)]
+    sweep = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not all((hold / f"at-{n}.json").exists() for n in (0, 1)):
+            assert sweep.poll() is None and time.monotonic() < deadline, "the two trials never started"
+            time.sleep(0.5)
+        # Trial 1's job dies under it (its process killed, as a lost node or SLURM's time limit would);
+        # trial 0 goes on and finishes.
+        os.kill(json.loads((hold / "at-1.json").read_text())["pid"], signal.SIGKILL)
+        (hold / "go-0").touch()
+        log, _ = sweep.communicate(timeout=300)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, log[-3000:]
+    trials = stored_study(multirun_dir(tmp_path)).trials
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.FAIL, TrialState.PRUNED]
+    assert trials[1].user_attrs["interrupted"] is True and not is_interrupted(trials[0])
+    assert "trial 1 interrupted: job 1: ended without a result" in log
