@@ -41,9 +41,12 @@ class Limits:
 
 
 class RequestError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """A request answered with `status` and one line; a 503 that `may_retry` carries Retry-After."""
+
+    def __init__(self, status: int, message: str, may_retry: bool = True) -> None:
         super().__init__(message)
         self.status = status
+        self.may_retry = may_retry
 
 
 @dataclass

@@ -24,7 +24,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from emotion_lab.errors import UserInputError
+
 METHOD = "integrated gradients"
+
+
+class NotExplainable(UserInputError, ValueError):
+    """A model whose predictions cannot be explained this way (a tokenizer without word boundaries, a
+    network without token embeddings to integrate over)."""
 
 
 @dataclass
@@ -71,7 +78,10 @@ class Explainer:
         steps: int = 32,
     ) -> None:
         if not getattr(tokenizer, "is_fast", False):
-            raise ValueError("explanations need a fast tokenizer (word boundaries)")
+            raise NotExplainable("explanations need a fast tokenizer (word boundaries)")
+        embeddings = getattr(getattr(net, "encoder", None), "get_input_embeddings", None)
+        if embeddings is None:
+            raise NotExplainable(f"explanations need net.encoder.get_input_embeddings(); {type(net).__name__} has none")
         self.net = net.eval()
         self.tokenizer = tokenizer
         self.labels = tuple(labels)
@@ -80,7 +90,7 @@ class Explainer:
         self.steps = steps
         from captum.attr import LayerIntegratedGradients  # imported when needed: it brings matplotlib
 
-        self._ig = LayerIntegratedGradients(self._probs, net.encoder.get_input_embeddings())
+        self._ig = LayerIntegratedGradients(self._probs, embeddings())
 
     def _probs(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return (self.net(ids, mask).float() / self.temperature).softmax(-1)

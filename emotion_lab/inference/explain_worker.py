@@ -81,7 +81,7 @@ class ExplainWorker:
         pool = self._pool
         if pool is None:
             reason = "could not load the model (see the server log)" if self.failed else "is not running"
-            raise RequestError(503, f"explanations unavailable: the explanation worker {reason}")
+            raise RequestError(503, f"explanations unavailable: the explanation worker {reason}", may_retry=False)
         if self.pending >= self.limits.max_pending_explanations:
             raise RequestError(503, f"explanations busy: {self.pending} requests waiting; retry shortly")
         try:
@@ -102,7 +102,9 @@ class ExplainWorker:
             raise RequestError(422, f"no explanation for this model: {first_line(err)}") from None
         except Exception:
             log.exception("an explanation failed")
-            raise RequestError(503, "the explanation failed (the server log has why); predictions go on") from None
+            raise RequestError(
+                503, "the explanation failed (the server log has why); predictions go on", may_retry=False
+            ) from None
         self.explained_texts += len(texts)
         return result
 

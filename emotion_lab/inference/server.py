@@ -43,7 +43,7 @@ from emotion_lab.inference.explain import METHOD
 from emotion_lab.inference.explain_worker import ExplainWorker
 from emotion_lab.inference.guards import BodyDeadline, BodyLimit, RequestIds, SecurityHeaders
 from emotion_lab.inference.predictor import EmotionPredictor, Prediction
-from emotion_lab.inference.text_files import EXTENSIONS, TextFileError, predictions_csv, read_texts
+from emotion_lab.inference.text_files import EXTENSIONS, TextFileError, predictions_csv, read_texts, upload_name
 
 # Starlette compares the Host header without its port, IPv6 literals in brackets.
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
@@ -179,7 +179,7 @@ def create_app(
 
     @app.exception_handler(RequestError)
     async def refused(request: Request, err: RequestError):
-        headers = {"Retry-After": "1"} if err.status == 503 else None
+        headers = {"Retry-After": "1"} if err.status == 503 and err.may_retry else None
         return JSONResponse({"error": str(err)}, status_code=err.status, headers=headers)
 
     # Added last is outermost: every answer, even a refused Host, carries a request id and the page's policy.
@@ -211,7 +211,7 @@ def create_app(
             texts = read_texts(request.filename, request.content)
         except TextFileError as err:
             raise RequestError(422, str(err)) from None
-        _check_texts(texts, limits, where=f"{file_name(request.filename)}: text", first=1)
+        _check_texts(texts, limits, where=f"{upload_name(request.filename)}: text", first=1)
         predictions = await batcher.submit(texts, 0)
         return {
             "backend": predictor.backend.name,

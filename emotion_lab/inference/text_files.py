@@ -48,6 +48,8 @@ def texts_in(handle: TextIO, suffix: str, source: str, text_column: str = "text"
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise TextFileError(f"{source}:{line_no}: not valid JSON ({err.msg})") from None
+            except RecursionError:  # json's parser recurses per nesting level
+                raise TextFileError(f"{source}:{line_no}: not valid JSON here (nested too deeply)") from None
             if not isinstance(record, dict) or text_column not in record:
                 raise TextFileError(f"{source}:{line_no}: no field {text_column!r}; use --text-column")
             yield str(record[text_column])
@@ -75,9 +77,17 @@ def _csv_texts(handle: TextIO, source: str, text_column: str) -> Iterator[str]:
         raise TextFileError(f"{source}:{line}: row {done + 1} (the header is row 1) is not valid CSV ({err})") from None
 
 
+def upload_name(filename: str) -> str:
+    """An uploaded file's name as messages may show it: its last part, at most 100 characters, with
+    anything unprintable (a newline, a lone surrogate that JSON cannot encode) escaped."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1] or "the file"
+    shown = "".join(c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else ascii(c)[1:-1] for c in name)
+    return shown if len(shown) <= 100 else shown[:99] + "…"
+
+
 def read_texts(filename: str, content: str) -> list[str]:
     """The non-empty texts of an uploaded file, read as its extension says (one of `EXTENSIONS`)."""
-    name = filename.replace("\\", "/").rsplit("/", 1)[-1] or "the file"
+    name = upload_name(filename)
     suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
     if suffix not in EXTENSIONS:
         raise TextFileError(f"{name}: not a {', '.join(EXTENSIONS)} file (its extension says how to read it)")
@@ -89,7 +99,8 @@ def read_texts(filename: str, content: str) -> list[str]:
 
 
 def _cell(value: str) -> str:
-    return "'" + value if value.startswith(_FORMULA_START) else value
+    # Spreadsheets skip leading spaces before they look for a formula.
+    return "'" + value if value.lstrip(" ").startswith(_FORMULA_START) else value
 
 
 def predictions_csv(texts: Sequence[str], predictions: Sequence[Prediction], labels: Sequence[str]) -> str:

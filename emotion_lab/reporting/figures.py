@@ -18,6 +18,7 @@ from typing import Any
 
 import matplotlib
 import numpy as np
+from matplotlib.colors import Colormap, LinearSegmentedColormap
 from matplotlib.figure import Figure
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay
@@ -126,17 +127,23 @@ def attention_words(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]], 
     return _word_grid(rows, title, "Reds", (0.0, top), "share of attention")
 
 
+# The server's page shades words in the same colours: orange against the label, blue for it.
+ATTRIBUTION_COLOURS = LinearSegmentedColormap.from_list(
+    "against_for", [(251 / 255, 146 / 255, 60 / 255), (1.0, 1.0, 1.0), (96 / 255, 165 / 255, 250 / 255)]
+)
+
+
 def attribution_words(rows: Sequence[tuple[str, Sequence[str], Sequence[float]]], title: str) -> Figure:
-    """Sentences as rows of words, each word shaded by its attribution to the predicted label: red for,
-    blue against, on one scale centred on 0 for all rows. `rows = [(row label, words, scores), ...]`."""
+    """Sentences as rows of words, each word shaded by its attribution to the predicted label: blue for,
+    orange against, on one scale centred on 0 for all rows. `rows = [(row label, words, scores), ...]`."""
     top = max(max((abs(s) for s in scores), default=0.0) for _, _, scores in rows) or 1.0
-    return _word_grid(rows, title, "RdBu_r", (-top, top), "attribution to the predicted label")
+    return _word_grid(rows, title, ATTRIBUTION_COLOURS, (-top, top), "attribution to the predicted label")
 
 
 def _word_grid(
     rows: Sequence[tuple[str, Sequence[str], Sequence[float]]],
     title: str,
-    cmap: str,
+    cmap: str | Colormap,
     limits: tuple[float, float],
     scale_label: str,
 ) -> Figure:

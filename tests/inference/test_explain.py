@@ -97,3 +97,18 @@ def test_a_word_the_vocabulary_lacks_is_scored_too(tokenizer):
     assert list(scores) == ["i", "feel", "🦜", "today"]
     gained = explanation.prob - explanation.baseline_prob
     assert gained > 0.5 and scores["🦜"] == pytest.approx(gained, abs=1e-3)
+
+
+def test_a_model_that_cannot_be_explained_is_one_line_a_command_prints(tokenizer):
+    from types import SimpleNamespace
+
+    from emotion_lab.errors import UserInputError
+    from emotion_lab.inference.explain import NotExplainable
+
+    net = CueNet(tokenizer.vocab_size, [0])
+    slow = SimpleNamespace(is_fast=False)
+    with pytest.raises(UserInputError, match=r"^explanations need a fast tokenizer \(word boundaries\)$"):
+        Explainer(net, slow, LABELS, max_length=32)
+    with pytest.raises(NotExplainable, match=r"^explanations need net.encoder.get_input_embeddings\(\); Linear has"):
+        Explainer(nn.Linear(2, 6), tokenizer, LABELS, max_length=32)
+    assert issubclass(NotExplainable, ValueError)  # the server's worker answers it 422, as before

@@ -25,8 +25,8 @@ def test_beyond_the_pending_limit_and_past_the_deadline_the_answer_is_503(tiny_m
         return busy.value, late.value, pending_after_the_deadline, worker.pending
 
     busy, late, pending_after_the_deadline, pending_at_the_end = asyncio.run(run())
-    assert busy.status == 503 and "explanations busy: 1 requests waiting" in str(busy)
-    assert late.status == 503 and "took longer than 0.05 s" in str(late)
+    assert busy.status == 503 and "explanations busy: 1 requests waiting" in str(busy) and busy.may_retry
+    assert late.status == 503 and "took longer than 0.05 s" in str(late) and late.may_retry
     # A request that gave up still holds its place until the worker is done with it.
     assert (pending_after_the_deadline, pending_at_the_end) == (1, 0)
 
@@ -49,4 +49,5 @@ def test_a_worker_that_cannot_load_its_model_answers_503_and_is_not_started_agai
     assert first.status == 503 and "the explanation worker stopped" in str(first)
     # No new child loading the model for every request: one line saying so instead.
     assert second.status == 503 and "could not load the model" in str(second)
+    assert not second.may_retry  # answered without Retry-After: asking again would not help
     assert failed and pool is None

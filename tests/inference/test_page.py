@@ -105,6 +105,36 @@ def test_an_older_answer_never_overwrites_a_newer_one(page, tiny_model):
     assert meters(page) == pytest.approx(expected.probs, abs=1e-4)
 
 
+def test_one_explanation_at_a_time_and_then_only_the_newest_text(page):
+    held = []  # explanation requests, answered only when the test lets them through
+
+    def hold_explanations(route):
+        if json.loads(route.request.post_data or "{}").get("explain"):
+            held.append(route)
+        else:
+            route.continue_()
+
+    def wait_until(done) -> None:
+        for _ in range(200):  # bounded: 10 s
+            if done():
+                return
+            page.wait_for_timeout(50)
+        raise AssertionError("the page did not get there")
+
+    page.route("**/predict", hold_explanations)
+    for text in ["i feel so happy today", "this is terrifying", "what a lovely surprise"]:
+        page.fill("#text", text)
+        expect(page.locator("#result")).not_to_have_class("stale", timeout=10_000)  # predicted, not explained
+        wait_until(lambda: held)
+    page.wait_for_timeout(500)
+    assert len(held) == 1  # the later texts did not send a second explanation while one was out
+    held[0].continue_()
+    wait_until(lambda: len(held) == 2)
+    assert json.loads(held[1].request.post_data)["text"] == "what a lovely surprise"  # the middle one skipped
+    held[1].continue_()
+    expect(page.locator("#explanation")).to_have_text("what a lovely surprise", timeout=30_000)
+
+
 def test_a_three_line_file_gives_a_table_and_a_csv_of_three_rows(page, tmp_path, tiny_model):
     lines = ["i feel happy", "=1+2 is what i am scared of", "wow"]
     page.set_input_files("#file", {"name": "three.txt", "mimeType": "text/plain", "buffer": "\n".join(lines).encode()})
@@ -116,7 +146,8 @@ def test_a_three_line_file_gives_a_table_and_a_csv_of_three_rows(page, tmp_path,
         page.click("#download")
     saved = tmp_path / "predictions.csv"
     download.value.save_as(saved)
-    rows = list(csv.reader(io.StringIO(saved.read_text())))
+    assert saved.read_bytes().startswith(b"\xef\xbb\xbf")  # a byte-order mark: spreadsheets read it as UTF-8
+    rows = list(csv.reader(io.StringIO(saved.read_text(encoding="utf-8-sig"))))
     expected = EmotionPredictor.from_pretrained(tiny_model).predict(lines)
     assert len(rows) == 4 and rows[0][:2] == ["text", "label"]
     assert [r[0] for r in rows[1:]] == ["i feel happy", "'=1+2 is what i am scared of", "wow"]

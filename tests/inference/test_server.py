@@ -130,8 +130,15 @@ def test_a_file_is_answered_as_rows_and_a_csv_with_the_same_limits(server, tiny_
         ({"filename": "a.txt", "content": "hi\n" * 33}, 413, "33 texts in one request; the limit is 32"),
         ({"filename": "a.txt", "content": "hi\n" + "a" * 1001}, 413, "a.txt: text 2 has 1001 characters"),
         ({"filename": "a.txt"}, 422, "content: Field required"),
+        ({"filename": "a.jsonl", "content": "[" * 100_000}, 422, "a.jsonl:1: not valid JSON here"),
+        ('{"filename": "\\ud800.exe", "content": "x"}', 422, "\\ud800.exe: not a .txt"),  # a lone surrogate
     ]:
-        answer = httpx.post(f"{server}/predict/file", json=body)
+        sent = (
+            {"content": body, "headers": {"content-type": "application/json"}}
+            if isinstance(body, str)
+            else {"json": body}
+        )
+        answer = httpx.post(f"{server}/predict/file", **sent)
         assert (answer.status_code, answer.json()["error"][: len(error)]) == (status, error)
 
 
@@ -268,6 +275,27 @@ def test_a_full_queue_answers_503_with_retry_after():
         busy = [a for a in answers if a.status_code == 503]
         assert busy and all(a.status_code in (200, 503) for a in answers)
         assert busy[0].headers["retry-after"] == "1" and "server busy" in busy[0].json()["error"]
+
+
+def test_an_explanation_that_asking_again_cannot_help_is_503_without_retry_after(tiny_model):
+    from emotion_lab.inference.batching import RequestError
+
+    class Unloadable:  # what ExplainWorker answers once its model failed to load
+        def start(self) -> None: ...
+
+        def stop(self) -> None: ...
+
+        def stats(self) -> dict:
+            return {"ready": False}
+
+        async def explain(self, texts):
+            raise RequestError(503, "explanations unavailable: could not load the model", may_retry=False)
+
+    with serving(EmotionPredictor.from_pretrained(tiny_model), Limits(), explainer=Unloadable()) as (url, _):
+        answer = httpx.post(f"{url}/predict", json={"text": "i feel fine", "explain": True}, timeout=30)
+        assert answer.status_code == 503 and "retry-after" not in answer.headers
+        assert answer.json()["error"].startswith("explanations unavailable")
+        assert httpx.post(f"{url}/predict", json={"text": "i feel fine"}, timeout=30).status_code == 200
 
 
 def test_requests_queued_when_the_worker_stops_are_answered_503():

@@ -89,12 +89,13 @@ def test_word_figures_shade_words_on_their_scale():
     scores = [("joy -> joy (0.90)", ["not", "happy", "at", "all"], [-0.2, 0.5, 0.0, 0.1])]
     ax = figures.attribution_words(scores, "b").axes[0]
     image = ax.images[0]
-    # One scale centred on 0: against (blue) and for (red) the label are told apart, 0 is the middle colour.
-    assert image.get_clim() == (-0.5, 0.5) and image.get_cmap().name == "RdBu_r"
+    # One scale centred on 0, in the page's colours: for the label blue, against it orange, 0 white.
+    assert image.get_clim() == (-0.5, 0.5)
     assert [t.get_text() for t in ax.texts] == ["not", "happy", "at", "all"]
     colours = image.to_rgba(np.array([-0.2, 0.5, 0.0]))
-    assert colours[0, 2] > colours[0, 0] and colours[1, 0] > colours[1, 2]
-    assert np.allclose(colours[2, :3], image.to_rgba(0.0)[:3]) and abs(colours[2, 0] - colours[2, 2]) < 0.05
+    assert colours[0, 0] > colours[0, 2] and colours[1, 2] > colours[1, 0]
+    assert np.allclose(colours[1, :3], [96 / 255, 165 / 255, 250 / 255], atol=0.01)  # the page's blue, at the top
+    assert np.allclose(colours[2, :3], [1, 1, 1], atol=0.01)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["joy -> joy (0.90)"]
 
 

@@ -14,6 +14,10 @@ let current = null; // AbortController of the newest single-text request; older 
 let timer = 0;
 let csv = "";
 let batchBusy = false;
+// One explanation request of this page at a time: the server's worker would otherwise spend itself on texts
+// already typed over. While one runs, only the newest text waits for its turn.
+let explaining = false;
+let explainNext = null; // {text, controller} of the newest text whose explanation waits
 
 // Any failure becomes one line: the server's {"error"}, else the HTTP status (a proxy's page), else "cannot reach".
 async function api(path, body, signal) {
@@ -87,6 +91,7 @@ async function predict(text) {
     const data = await api("/predict", { text }, controller.signal);
     if (controller !== current) return;
     say($("message"), "");
+    $("backend").textContent = data.backend; // the backend that answered
     showPrediction(data.predictions[0]);
     explain(text, controller); // not awaited: the bars never wait for the explanation
   } catch (err) {
@@ -123,21 +128,40 @@ function showPrediction(prediction) {
   $("result").classList.remove("stale");
 }
 
-async function explain(text, controller, attempt = 1) {
+function explain(text, controller) {
   if (!model?.explain) return;
-  try {
-    const data = await api("/predict", { text, explain: true }, controller.signal);
-    if (controller !== current) return;
-    say($("explain-message"), "");
-    showExplanation(text, data.predictions[0].explanation);
-  } catch (err) {
-    if (controller !== current) return;
-    $("explanation").replaceChildren();
-    $("legend").textContent = "";
-    say($("explain-message"), `No explanation: ${err.message}`, true);
-    // Busy with explanations of earlier keystrokes: ask again for this text, a few times at most.
-    if (err.retryAfter !== undefined && attempt < MAX_EXPLAIN_ATTEMPTS) {
-      setTimeout(() => controller === current && explain(text, controller, attempt + 1), err.retryAfter * 1000);
+  explainNext = { text, controller };
+  if (!explaining) runExplanations();
+}
+
+async function runExplanations() {
+  explaining = true;
+  while (explainNext) {
+    const { text, controller } = explainNext;
+    explainNext = null;
+    if (controller === current) await explainOne(text, controller); // else typed over while it waited
+  }
+  explaining = false;
+}
+
+async function explainOne(text, controller) {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      // Not aborted when the text changes: the worker would finish it anyway, and the next one waits.
+      const data = await api("/predict", { text, explain: true });
+      if (controller !== current) return;
+      say($("explain-message"), "");
+      showExplanation(text, data.predictions[0].explanation);
+      return;
+    } catch (err) {
+      if (controller !== current) return;
+      $("explanation").replaceChildren();
+      $("legend").textContent = "";
+      say($("explain-message"), `No explanation: ${err.message}`, true);
+      // Busy (503 with Retry-After): ask again for this text, a few times at most, unless a newer one waits.
+      if (err.retryAfter === undefined || attempt >= MAX_EXPLAIN_ATTEMPTS || explainNext) return;
+      await new Promise((resolve) => setTimeout(resolve, err.retryAfter * 1000));
+      if (controller !== current) return;
     }
   }
 }
@@ -175,7 +199,7 @@ function showExplanation(text, explanation) {
   $("explanation").replaceChildren(...nodes);
   $("explanation").classList.remove("stale");
   $("legend").replaceChildren(
-    `Word attributions (${explanation.method}) toward ${explanation.label}: `,
+    `Word attributions (${explanation.method}, on the fp32 torch network) toward ${explanation.label}: `,
     swatch("blue", hues.supports), " supports, ", swatch("orange", hues.against), " speaks against.",
   );
 }
@@ -243,7 +267,8 @@ function showRows(rows) {
 }
 
 function download() {
-  const url = URL.createObjectURL(new Blob([csv], { type: "text/csv;charset=utf-8" }));
+  // With a byte-order mark, spreadsheets read the file as UTF-8.
+  const url = URL.createObjectURL(new Blob(["\ufeff", csv], { type: "text/csv;charset=utf-8" }));
   const link = document.createElement("a");
   link.href = url;
   link.download = "predictions.csv";
