@@ -76,6 +76,11 @@ def test_typing_predicts_shows_the_bars_and_shades_the_words(page, tiny_model):
         assert meters(page) == pytest.approx(expected.probs, abs=1e-4)
         expect(page.locator("#explanation .word")).to_have_text(text.split())
         assert "integrated gradients" in page.text_content("#legend")
+        # The strongest words in words too: colour alone reaches neither every eye nor a screen reader.
+        top = max(predictor.explain([text])[0].words, key=lambda w: abs(w.score))
+        assert f"Strongest: {top.text} {'+' if top.score >= 0 else '−'}{abs(top.score):.2f}" in page.text_content(
+            "#legend"
+        )
         shown.append(meters(page))
     assert shown[0] != shown[1]
 

@@ -174,6 +174,13 @@ function swatch(text, rgb) {
   return span;
 }
 
+// The shading in words too (colour alone reaches neither every eye nor a screen reader): the three strongest.
+function strongest(words) {
+  const top = [...words].sort((a, b) => Math.abs(b.score) - Math.abs(a.score)).slice(0, 3);
+  const signed = (score) => `${score >= 0 ? "+" : "−"}${Math.abs(score).toFixed(2)}`;
+  return top.length ? `Strongest: ${top.map((w) => `${w.text} ${signed(w.score)}`).join(", ")}.` : "";
+}
+
 function showExplanation(text, explanation) {
   const hues = HUES[matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light"];
   const largest = Math.max(0, ...explanation.words.map((w) => Math.abs(w.score))) || 1; // all zero: no shading
@@ -200,7 +207,8 @@ function showExplanation(text, explanation) {
   $("explanation").classList.remove("stale");
   $("legend").replaceChildren(
     `Word attributions (${explanation.method}, on the fp32 torch network) toward ${explanation.label}: `,
-    swatch("blue", hues.supports), " supports, ", swatch("orange", hues.against), " speaks against.",
+    swatch("blue", hues.supports), " supports, ", swatch("orange", hues.against), " speaks against. ",
+    strongest(explanation.words),
   );
 }
 
