@@ -218,3 +218,14 @@ def test_the_page_is_usable_at_360_pixels_and_by_keyboard(page):
         page.keyboard.press("Tab")
         reached.append(page.evaluate("document.activeElement.id"))
     assert {"batch-text", "file", "run-batch"} <= set(reached)
+    # By keyboard alone: type texts, run them, download; the table fits 360 px by scrolling in its own box.
+    page.focus("#batch-text")
+    page.keyboard.type("i feel happy\nthis is terrifying")
+    page.focus("#run-batch")
+    page.keyboard.press("Enter")
+    expect(page.locator("#results tbody tr")).to_have_count(2)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    page.focus("#download")
+    with page.expect_download() as download:
+        page.keyboard.press("Enter")
+    assert download.value.suggested_filename == "predictions.csv"
