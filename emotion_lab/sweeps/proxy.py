@@ -3,6 +3,7 @@ filesystem): Optuna's gRPC storage proxy, run by the sweep for as long as it run
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import threading
@@ -19,9 +20,12 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 20.0
 
 
-def _free_port(host: str) -> int:
+def _bind_probe(host: str, port: int) -> int:
+    """The port (a free one for 0) after binding it once without SO_REUSEPORT: gRPC's server sets that
+    option, so it would share a port another sweep's proxy listens on, and trials would reach either study."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.bind((host, 0))
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed proxy's TIME_WAIT is no listener
+        probe.bind((host, port))
         return probe.getsockname()[1]
 
 
@@ -29,8 +33,13 @@ def serve_study(storage: optuna.storages.BaseStorage, host: str, port: int) -> s
     """Serve `storage` on host:port (0: a free port) from a daemon thread; returns the `grpc://host:port`
     spec trials open. The server lives until the sweep's process exits."""
     try:
-        port = port or _free_port(host)
+        port = _bind_probe(host, port)
     except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise SweepSetupError(
+                f"hydra.sweeper.proxy.port={port}: something on {host} listens there already (another sweep's "
+                "proxy?); give another port, or 0 for any free one"
+            ) from None
         raise SweepSetupError(
             f"hydra.sweeper.proxy.host={host}: cannot listen there ({err.strerror}); give an address of this "
             "machine that the trials' machines reach"

@@ -53,13 +53,45 @@ class SweepSetupError(UserInputError):
     """A sweep that cannot start: the sweeper prints this one line and exits before any trial."""
 
 
-def without_password(spec: str) -> str:
-    """A storage URL as it may be printed: a password in it is masked."""
+# Query keys a database driver reads a password from (libpq and the SQLAlchemy dialects built on it).
+PASSWORD_KEYS = ("password", "passwd")
+
+
+def _is_password_key(pair: str) -> bool:
+    return urllib.parse.unquote_plus(pair.partition("=")[0]).lower() in PASSWORD_KEYS
+
+
+def passwords(spec: str) -> list[str]:
+    """The passwords a storage URL carries, after `user:` or as a query key (`?password=...`), as written."""
     parts = urllib.parse.urlsplit(spec)
-    if not parts.password:
+    found = [parts.password] if parts.password else []
+    pairs = parts.query.split("&") if parts.query else []
+    return found + [pair.partition("=")[2] for pair in pairs if _is_password_key(pair)]
+
+
+def has_password(spec: str) -> bool:
+    return bool(passwords(spec))
+
+
+def without_password(spec: str) -> str:
+    """A storage URL as it may be printed: a password in it, after `user:` or in the query, is masked."""
+    password = urllib.parse.urlsplit(spec).password
+    if password:
+        spec = spec.replace(f":{password}@", ":***@", 1)
+    head, question, rest = spec.partition("?")
+    query, hash_, fragment = rest.partition("#")
+    if not question:
         return spec
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    pairs = [f"{pair.partition('=')[0]}=***" if _is_password_key(pair) else pair for pair in query.split("&")]
+    return f"{head}?{'&'.join(pairs)}{hash_}{fragment}"
+
+
+def redacted(text: str, spec: str) -> str:
+    """`text` (a driver's error, say) with the passwords of `spec` masked, as written and decoded."""
+    for password in passwords(spec):
+        for form in {password, urllib.parse.unquote_plus(password)} - {""}:
+            text = text.replace(form, "***")
+    return text
 
 
 class WorkerLost(RuntimeError):
@@ -87,8 +119,9 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
             return optuna.storages.RDBStorage(spec)
         except Exception as err:  # noqa: BLE001 - any driver error is the same message to the user
             raise SweepSetupError(
-                f"hydra.sweeper.storage={spec}: cannot open it ({type(err).__name__}: {first_line(err)}); "
-                "give a writable database URL or a journal file path"
+                f"hydra.sweeper.storage={without_password(spec)}: cannot open it "
+                f"({type(err).__name__}: {redacted(first_line(err), spec)}); give a writable database URL or a "
+                "journal file path"
             ) from None
     path = Path(spec)
     try:
@@ -319,12 +352,14 @@ def stored_study(sweep_dir: Path, storage: str | None = None) -> optuna.Study | 
     except KeyError:  # the storage holds no such study
         if storage is None:
             return None
-        raise UserInputError(f"--storage {storage}: holds no study named {found.get('study_name')!r}") from None
+        raise UserInputError(
+            f"--storage {without_password(storage)}: holds no study named {found.get('study_name')!r}"
+        ) from None
     except Exception as err:  # noqa: BLE001 - a driver's, SQLite's or Optuna's error: one line either way
         reason = err.__cause__ or err  # Optuna wraps a driver's error in a generic one
         raise UserInputError(
-            f"{'--storage ' + storage if storage else record}: cannot read the study ({type(reason).__name__}: "
-            f"{first_line(reason)})"
+            f"{'--storage ' + without_password(storage) if storage else record}: cannot read the study "
+            f"({type(reason).__name__}: {redacted(first_line(reason), storage or '')})"
         ) from None
 
 

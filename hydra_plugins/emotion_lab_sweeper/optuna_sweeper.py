@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from emotion_lab.sweeps.study import (
     SweepSetupError,
     WorkerLost,
     check_same_search,
+    has_password,
     hydra_quoted,
     is_interrupted,
     mark_interrupted,
@@ -189,7 +189,7 @@ class OptunaStudySweeper(Sweeper):
         if self.direction not in ("maximize", "minimize"):
             raise SweepSetupError(f"hydra.sweeper.direction={self.direction!r}: allowed values are maximize, minimize")
         self.storage = str(self.storage) if self.storage else self._default_storage(sweep_dir)
-        if urllib.parse.urlsplit(self.storage).password:
+        if has_password(self.storage):
             raise SweepSetupError(
                 f"hydra.sweeper.storage={without_password(self.storage)}: a password in the URL would be written "
                 "into the sweep's files (multirun.yaml, study.yaml, every trial's config); leave it out and let the "

@@ -43,9 +43,9 @@ def test_the_ray_launcher_without_ray_installed_is_one_line(tmp_path):
     (fake / "ray" / "__init__.py").write_text("raise ImportError('No module named ray')\n")
     result = sweep(tmp_path, "hydra/launcher=ray", env={"PYTHONPATH": str(fake)})
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == (
+    assert result.stderr.strip().splitlines() == [
         "hydra/launcher=ray needs Ray on this machine and every node: pip install 'emotion_lab[ray]'"
-    )
+    ]
     assert no_trial_ran(tmp_path)
 
 
@@ -70,8 +70,8 @@ def test_the_ray_launcher_without_ray_installed_is_one_line(tmp_path):
 def test_a_study_that_cannot_be_served_is_one_line_before_any_trial(tmp_path, args, line):
     result = sweep(tmp_path, *args)
     assert result.returncode == 1
-    (last,) = result.stderr.strip().splitlines()[-1:]
-    assert last.startswith(line)
+    (only,) = result.stderr.strip().splitlines()
+    assert only.startswith(line)
     assert no_trial_ran(tmp_path)
 
 
@@ -173,17 +173,25 @@ def test_a_proxy_address_this_machine_cannot_listen_on_is_one_line(tmp_path, mon
         with pytest.raises(SweepSetupError, match=r"^hydra.sweeper.proxy.host=10.1.2.3: cannot listen there \(Cannot"):
             proxy.serve_study(storage, "10.1.2.3", 0)
 
-    # A port something else holds: the proxy cannot start, and the sweep says so in one line.
-    monkeypatch.setattr(proxy, "READY_TIMEOUT_S", 2.0)
+    # A port something else listens on: the proxy cannot start, and the sweep says so in one line.
+    taken_line = r"^hydra.sweeper.proxy.port={}: something on 127.0.0.1 listens there already"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(SweepSetupError, match=rf"proxy on 127.0.0.1:{port} did not answer .*is the port taken\?$"):
+        with pytest.raises(SweepSetupError, match=taken_line.format(port)):
             proxy.serve_study(storage, "127.0.0.1", port)
 
+    # Another sweep's proxy on a fixed port: gRPC would share it (SO_REUSEPORT) and split the trials
+    # between two studies; the second sweep is refused instead.
+    served = proxy.serve_study(storage, "127.0.0.1", 0)
+    port = int(served.rpartition(":")[2])
+    other = open_storage(f"sqlite:///{tmp_path / 'other.db'}")
+    with pytest.raises(SweepSetupError, match=taken_line.format(port)):
+        proxy.serve_study(other, "127.0.0.1", port)
 
-def test_a_ray_node_without_the_data_stops_the_sweep_in_one_line(tmp_path, data_dir):
+
+def test_the_ray_node_check_names_a_node_without_the_data(tmp_path, data_dir):
     pytest.importorskip("ray")
     from omegaconf import OmegaConf
 

@@ -263,5 +263,5 @@ def test_an_address_no_cluster_answers_on_is_one_line(tmp_path, data_dir, tiny_e
     args = [a.replace(ADDRESS, f"127.0.0.1:{port}") for a in args]
     result = subprocess.run(train_command(args), cwd=PROJECT_ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"hydra.launcher.address=127.0.0.1:{port}: no Ray cluster answers there"), result.stderr
+    (only,) = result.stderr.strip().splitlines() or [""]
+    assert only.startswith(f"hydra.launcher.address=127.0.0.1:{port}: no Ray cluster answers there"), result.stderr

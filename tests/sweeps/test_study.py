@@ -16,12 +16,14 @@ from emotion_lab.sweeps.study import (
     StudyOutsideFolder,
     SweepSetupError,
     check_same_search,
+    has_password,
     open_storage,
     record_study,
     search_space,
     space_signature,
     stored_study,
     trial_status,
+    without_password,
 )
 
 PARAMS = {
@@ -206,3 +208,28 @@ def test_a_trial_flagged_interrupted_by_an_earlier_sweeper_still_reads_as_interr
     for trial in (old, new):
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
     assert [trial_status(t) for t in study.trials] == ["interrupted", "interrupted"]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:se%40cret@db.invalid/s", "postgresql://u:***@db.invalid/s"),
+        ("postgresql://u@db.invalid/s?sslmode=require&password=se%40cret#x",
+         "postgresql://u@db.invalid/s?sslmode=require&password=***#x"),
+        ("sqlite:////studies/a.db?pass%77ord=secret", "sqlite:////studies/a.db?pass%77ord=***"),
+        ("sqlite:////studies/a.db?passwords=1", "sqlite:////studies/a.db?passwords=1"),
+    ],
+    ids=["after-user", "query", "encoded-key", "not-a-password"],
+)  # fmt: skip
+def test_a_storage_url_is_printed_without_its_password(url, shown):
+    assert without_password(url) == shown
+    assert has_password(url) == (url != shown)
+
+
+def test_a_database_given_to_a_report_is_named_without_its_password_when_it_cannot_be_read(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database")
+    with pytest.raises(UserInputError) as refused:
+        stored_study(tmp_path, f"sqlite:///{junk}?password=secret")
+    assert str(refused.value).startswith(f"--storage sqlite:///{junk}?password=***: cannot read the study (")
+    assert "secret" not in str(refused.value)  # nor in the driver's own words
