@@ -69,11 +69,21 @@ class Postgres:
         return self.log.read_text().count("connection received:")
 
 
+def postgres_bin() -> Path | None:
+    """The folder of PostgreSQL's server tools: on PATH, else Debian's (not on PATH by default)."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return debian[-1].parent if debian else None
+
+
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
     """A throwaway PostgreSQL server on loopback, for this module only; it logs each connection."""
-    if not shutil.which("initdb"):
-        pytest.skip("PostgreSQL's initdb is not on PATH")
+    tools = postgres_bin()
+    if tools is None:
+        pytest.skip("PostgreSQL's initdb is neither on PATH nor in /usr/lib/postgresql/<version>/bin")
     pytest.importorskip("psycopg")
     if os.geteuid() == 0 and not shutil.which("runuser"):
         pytest.skip("running as root without runuser: the PostgreSQL server refuses root")
@@ -83,10 +93,10 @@ def postgres() -> Iterator[Postgres]:
     if os.geteuid() == 0:
         for path in (folder, sockets):
             shutil.chown(path, "postgres")
-    ctl = ["pg_ctl", "-D", str(data)]
+    ctl = [str(tools / "pg_ctl"), "-D", str(data)]
     try:
         subprocess.run(
-            as_postgres("initdb", "-A", "trust", "-U", "postgres", "-D", str(data)),
+            as_postgres(str(tools / "initdb"), "-A", "trust", "-U", "postgres", "-D", str(data)),
             check=True,
             capture_output=True,
             timeout=120,
