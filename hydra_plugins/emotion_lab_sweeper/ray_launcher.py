@@ -9,10 +9,14 @@ pins cloudpickle<3, which joblib 1.6 refuses. Ray is imported only when this lau
 from __future__ import annotations
 
 import logging
+import os
 import socket
-from collections.abc import Sequence
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
@@ -57,6 +61,36 @@ def _node_lacks(data_dir: str | None) -> list[str]:
     return missing
 
 
+@contextmanager
+def _fd2_into(held: BinaryIO) -> Iterator[None]:
+    """Ray's C++ client writes each of its twenty retries after a refused token to file descriptor 2:
+    held back while Ray connects, so that the refusal can be one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(held.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _replay(held: BinaryIO) -> None:
+    held.seek(0)
+    sys.stderr.buffer.write(held.read())
+    sys.stderr.flush()
+
+
+def _token_refused(err: BaseException | None) -> bool:
+    """Ray wraps the head's refusal of a missing or wrong token in two connection errors, as text."""
+    while err is not None:
+        if "InvalidAuthToken" in str(err) or type(err).__name__ == "AuthenticationError":
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 class RayLauncher(Launcher):
     # Trials may run on other machines: the sweeper serves them the study (hydra.sweeper.proxy).
     runs_trials_elsewhere = True
@@ -82,12 +116,22 @@ class RayLauncher(Launcher):
             options: dict[str, Any] = {"address": self.address or "local", "log_to_driver": True, **self.init}
             if self.address is None:
                 options.setdefault("include_dashboard", False)
-            try:
-                ray.init(**options)
-            except Exception as err:  # noqa: BLE001 - Ray's own connection and configuration errors
-                raise SystemExit(
-                    f"hydra.launcher.address={self.address}: Ray did not start ({first_line(err)})"
-                ) from None
+            with tempfile.TemporaryFile() as held:
+                try:
+                    with _fd2_into(held):
+                        ray.init(**options)
+                except Exception as err:  # noqa: BLE001 - Ray's own connection and configuration errors
+                    if _token_refused(err):
+                        raise SystemExit(
+                            f"hydra.launcher.address={self.address}: the cluster asks for its Ray auth token and "
+                            "this machine sent none or another; set RAY_AUTH_MODE=token here, with the head's "
+                            "token in ~/.ray/auth_token or the file RAY_AUTH_TOKEN_PATH names (docs/clusters.md)"
+                        ) from None
+                    _replay(held)
+                    raise SystemExit(
+                        f"hydra.launcher.address={self.address}: Ray did not start ({first_line(err)})"
+                    ) from None
+                _replay(held)
         self._check_nodes(ray)
 
     def _check_address(self) -> None:

@@ -4,6 +4,7 @@ resuming the sweep, and an address no cluster answers on."""
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -26,6 +27,14 @@ pytest.importorskip("ray")
 
 RAY = Path(sys.executable).parent / "ray"
 ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+
+
+# A cluster of the test's own token: Ray turns token auth on for a head wherever ~/.ray/auth_token exists
+# (any earlier local ray.init writes one), and then every node and driver must send it.
+def with_token(env: dict, token: Path) -> dict:
+    return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+
+
 # The GCS declares a killed node dead after 3 missed health checks a second apart (default: 5 of 3 s).
 HEAD_ENV = {**ENV, "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
 # The namespace is the cluster's alone, so any port is free in it; Ray's own random ports are ephemeral ones.
@@ -72,11 +81,14 @@ def train_command(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "emotion_lab.train", *args]
 
 
-def wait_for(done, what: str, timeout: float, alive: subprocess.Popen | None = None) -> None:
+def wait_for(done, what: str, timeout: float, alive: subprocess.Popen | None = None, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not done():
-        assert alive is None or alive.poll() is None, f"{what}: the process it waits on exited ({alive.returncode})"
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
+        said = f"; its log ends:\n{log.read_text(errors='replace')[-3000:]}" if log else ""
+        assert alive is None or alive.poll() is None, (
+            f"{what}: the process it waits on exited ({alive.returncode}){said}"
+        )
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s{said}"
         time.sleep(0.2)
 
 
@@ -111,6 +123,7 @@ class Cluster:
     holder: subprocess.Popen
     worker: subprocess.Popen
     temp: Path
+    env: dict  # what a node or driver needs to join: ENV with the cluster's token
 
     @property
     def enter(self) -> list[str]:
@@ -137,6 +150,9 @@ def cluster(tmp_path_factory):
     # Ray's unix socket paths live under --temp-dir and must stay short (about 100 characters).
     temp = Path(tempfile.mkdtemp(prefix="ray"))
     logs = tmp_path_factory.mktemp("ray_nodes")
+    token = temp / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
     holder = subprocess.Popen(["unshare", "-n", "sleep", "infinity"])
     try:
         wait_for(lambda: net_namespace(holder.pid) not in (None, net_namespace("self")), "unshare -n", 10, holder)
@@ -146,7 +162,9 @@ def cluster(tmp_path_factory):
         assert {line.split()[1] for line in shown.splitlines()} == {"lo"}, shown  # so 0.0.0.0 is loopback here
         head = [RAY, "start", "--head", f"--port={HEAD_PORT}", f"--node-manager-port={HEAD_NODE_PORT}"]
         head += ["--num-cpus=1", "--include-dashboard=false", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
-        started = subprocess.run([*enter, *head, f"--temp-dir={temp}"], env=HEAD_ENV, capture_output=True, text=True)
+        started = subprocess.run(
+            [*enter, *head, f"--temp-dir={temp}"], env=with_token(HEAD_ENV, token), capture_output=True, text=True
+        )
         assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
         worker_log = logs / "worker.log"
         node = [RAY, "start", f"--address={ADDRESS}", f"--node-manager-port={WORKER_NODE_PORT}", "--num-cpus=1"]
@@ -154,10 +172,14 @@ def cluster(tmp_path_factory):
         with open(worker_log, "w") as out:
             # Its own process group, so the test can kill the node's processes all at once.
             worker = subprocess.Popen(
-                [*enter, *node], env=ENV, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                [*enter, *node],
+                env=with_token(ENV, token),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
-        wait_for(lambda: "Ray runtime started" in worker_log.read_text(), "the worker node", 120, worker)
-        yield Cluster(holder, worker, temp)
+        wait_for(lambda: "Ray runtime started" in worker_log.read_text(), "the worker node", 120, worker, worker_log)
+        yield Cluster(holder, worker, temp, with_token(ENV, token))
     finally:
         kill_namespace(holder)
         shutil.rmtree(temp, ignore_errors=True)
@@ -180,11 +202,15 @@ def lost_node_sweep(cluster, tmp_path_factory, data_dir, tiny_encoder) -> LostNo
     log_file = tmp / "sweep.log"
     with open(log_file, "w") as out:
         sweep = subprocess.Popen(
-            [*cluster.enter, *train_command(args)], cwd=PROJECT_ROOT, env=ENV, stdout=out, stderr=subprocess.STDOUT
+            [*cluster.enter, *train_command(args)],
+            cwd=PROJECT_ROOT,
+            env=cluster.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         at = {n: hold / f"at-{n}.json" for n in (0, 1)}
-        wait_for(lambda: all(f.is_file() for f in at.values()), "trials 0 and 1 under way", 240, sweep)
+        wait_for(lambda: all(f.is_file() for f in at.values()), "trials 0 and 1 under way", 240, sweep, log_file)
         where = {n: json.loads(f.read_text()) for n, f in at.items()}
         (lost,) = [n for n, w in where.items() if w["node_manager_port"] == WORKER_NODE_PORT]
         (hold / f"go-{1 - lost}").touch()
@@ -234,7 +260,7 @@ def test_the_same_command_resumes_on_the_cluster_up_to_its_count(cluster, lost_n
         again = subprocess.run(
             [*cluster.enter, *train_command([*sweep.args, f"hydra.sweep.dir={sweep.folder}", *more])],
             cwd=PROJECT_ROOT,
-            env=ENV,
+            env=cluster.env,
             capture_output=True,
             text=True,
             timeout=SWEEP_TIMEOUT_S,
@@ -265,3 +291,16 @@ def test_an_address_no_cluster_answers_on_is_one_line(tmp_path, data_dir, tiny_e
     assert result.returncode != 0
     (only,) = result.stderr.strip().splitlines() or [""]
     assert only.startswith(f"hydra.launcher.address=127.0.0.1:{port}: no Ray cluster answers there"), result.stderr
+
+
+@pytest.mark.slow
+def test_a_sweep_without_the_clusters_token_is_one_line(cluster, tmp_path, data_dir, tiny_encoder):
+    args = tiny_ray_sweep(tmp_path, data_dir, tiny_encoder, tmp_path)
+    result = subprocess.run(
+        [*cluster.enter, *train_command(args)], cwd=PROJECT_ROOT, env=ENV, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"hydra.launcher.address={ADDRESS}: the cluster asks for its Ray auth token"), lines
+    assert not (tmp_path / "train").exists()  # no sweep folder, no trial
