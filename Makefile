@@ -62,7 +62,7 @@ browser:
 
 # The augmentation tests need a real WordNet; the page's tests a browser.
 test: setup wordnet browser
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n auto --dist loadfile $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check emotion_lab hydra_plugins tests
