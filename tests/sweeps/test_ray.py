@@ -26,7 +26,9 @@ from tests.conftest import QUIET
 pytest.importorskip("ray")
 
 RAY = Path(sys.executable).parent / "ray"
+# Ray runs its tasks at niceness 15: beside another test worker, trials would wait on it for minutes.
 ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+ENV["RAY_worker_niceness"] = "0"
 
 
 # A cluster of the test's own token: Ray turns token auth on for a head wherever ~/.ray/auth_token exists
