@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
@@ -62,24 +62,27 @@ def _node_lacks(data_dir: str | None) -> list[str]:
 
 
 @contextmanager
-def _fd2_into(held: BinaryIO) -> Iterator[None]:
+def _ray_output_held() -> Iterator[None]:
     """Ray's C++ client writes each of its twenty retries after a refused token to file descriptor 2:
-    held back while Ray connects, so that the refusal can be one line."""
+    held back while Ray connects and shown after, unless a refused token is what it was about."""
     sys.stderr.flush()
     saved = os.dup(2)
-    os.dup2(held.fileno(), 2)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _replay(held: BinaryIO) -> None:
-    held.seek(0)
-    sys.stderr.buffer.write(held.read())
-    sys.stderr.flush()
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        refused = False
+        try:
+            yield
+        except Exception as err:
+            refused = _token_refused(err)
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not refused:
+                held.seek(0)
+                sys.stderr.buffer.write(held.read())
+                sys.stderr.flush()
 
 
 def _token_refused(err: BaseException | None) -> bool:
@@ -116,22 +119,19 @@ class RayLauncher(Launcher):
             options: dict[str, Any] = {"address": self.address or "local", "log_to_driver": True, **self.init}
             if self.address is None:
                 options.setdefault("include_dashboard", False)
-            with tempfile.TemporaryFile() as held:
-                try:
-                    with _fd2_into(held):
-                        ray.init(**options)
-                except Exception as err:  # noqa: BLE001 - Ray's own connection and configuration errors
-                    if _token_refused(err):
-                        raise SystemExit(
-                            f"hydra.launcher.address={self.address}: the cluster asks for its Ray auth token and "
-                            "this machine sent none or another; set RAY_AUTH_MODE=token here, with the head's "
-                            "token in ~/.ray/auth_token or the file RAY_AUTH_TOKEN_PATH names (docs/clusters.md)"
-                        ) from None
-                    _replay(held)
+            try:
+                with _ray_output_held():
+                    ray.init(**options)
+            except Exception as err:  # noqa: BLE001 - Ray's own connection and configuration errors
+                if _token_refused(err):
                     raise SystemExit(
-                        f"hydra.launcher.address={self.address}: Ray did not start ({first_line(err)})"
+                        f"hydra.launcher.address={self.address}: the cluster asks for its Ray auth token and "
+                        "this machine sent none or another; set RAY_AUTH_MODE=token here, with the head's "
+                        "token in ~/.ray/auth_token or the file RAY_AUTH_TOKEN_PATH names (docs/clusters.md)"
                     ) from None
-                _replay(held)
+                raise SystemExit(
+                    f"hydra.launcher.address={self.address}: Ray did not start ({first_line(err)})"
+                ) from None
         self._check_nodes(ray)
 
     def _check_address(self) -> None:
