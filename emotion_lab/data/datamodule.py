@@ -1,4 +1,5 @@
-"""The dair-ai/emotion LightningDataModule: load, (augment), tokenize, batch with dynamic padding."""
+"""The dair-ai/emotion LightningDataModule: load, (augment), (read through the spelling step), tokenize, batch
+with dynamic padding."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from emotion_lab.data.teacher_logits import TeacherLogits
 from emotion_lab.encoders.loading import load_tokenizer
 from emotion_lab.errors import ConfigError
 from emotion_lab.labels import LABELS
+from emotion_lab.robustness.perturb import vocabulary_words
+from emotion_lab.robustness.spelling import SPELLING_KEY, WordRecognizer, training_words
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,7 @@ class EmotionDataModule(L.LightningDataModule):
         limit_per_split: int | None = None,
         augment=None,
         noise=None,
+        spelling: bool = False,
         feature_cache: dict | None = None,
         teacher_logits: str | None = None,
         extra_eval: Mapping[str, str] | None = None,
@@ -112,6 +116,7 @@ class EmotionDataModule(L.LightningDataModule):
                 "augmented copies and cached states carry no teacher logits; turn those off to distil"
             )
         self.tokenizer = None
+        self.spelling: WordRecognizer | None = None
         self.datasets: DatasetDict | None = None
         self.cached: dict[str, CachedSplit] | None = None
         self.source: str | None = None
@@ -129,6 +134,14 @@ class EmotionDataModule(L.LightningDataModule):
             return
         hp = self.hparams
         splits, self.source = load_splits(hp.dir, hp.fallback_dirs, hp.hub_id, hp.on_bad_line, hp.limit_per_split)
+        # Tokenize here, before loaders fork, so the fast tokenizer's thread pool is never forked.
+        self.tokenizer = load_tokenizer(hp.tokenizer_name)
+        if hp.spelling:
+            self.spelling = self._spelling(splits["train"]["text"])
+            # Training sentences are its dictionary; what the model is asked about is read through it.
+            for split in ("validation", "test"):
+                read = list(map(self.spelling, splits[split]["text"]))
+                splits[split] = splits[split].remove_columns("text").add_column("text", read)
         if self.augmenter is not None:
             splits["train"] = self.augmenter.augment_dataset(splits["train"])
         if hp.teacher_logits:
@@ -140,8 +153,6 @@ class EmotionDataModule(L.LightningDataModule):
         log.info("data from %s: %s", self.source, {k: len(v) for k, v in splits.items()})
         for example in splits["train"].select(range(min(3, len(splits["train"])))):
             log.info("train example: %r -> %s", example["text"], LABELS[example["label"]])
-        # Tokenize here, before loaders fork, so the fast tokenizer's thread pool is never forked.
-        self.tokenizer = load_tokenizer(hp.tokenizer_name)
         self.datasets = splits.map(
             lambda batch: self.tokenizer(batch["text"], truncation=True, max_length=hp.max_length),
             batched=True,
@@ -166,10 +177,16 @@ class EmotionDataModule(L.LightningDataModule):
                 split: cache.get(split, list(data["input_ids"]), list(data["label"])) for split, data in plain.items()
             }
 
+    def _spelling(self, train_texts: list[str]) -> WordRecognizer:
+        spelling = WordRecognizer(training_words(train_texts), known=vocabulary_words(self.tokenizer))
+        log.info("spelling: %d training words; e.g. %r", len(spelling.counts), spelling("i feel scaerd and lnoely"))
+        return spelling
+
     def _read_extra(self, name: str, path: str):
         file = Path(path).expanduser()
         rows = read_labelled_file(file, f"data.extra_eval.{name}={path!r}", self.hparams.on_bad_line)
-        encoded = self.tokenizer(rows.texts, truncation=True, max_length=self.hparams.max_length)
+        texts = list(map(self.spelling, rows.texts)) if self.spelling is not None else rows.texts
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.hparams.max_length)
         items = [
             {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "label": torch.tensor(label)}
             for ids, mask, label in zip(encoded["input_ids"], encoded["attention_mask"], rows.labels)
@@ -238,19 +255,22 @@ class EmotionDataModule(L.LightningDataModule):
             persistent_workers=self.hparams.num_workers > 0,
         )
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict:
         """Where training is in its epoch: the epoch and how many of its batches the trainer completed (its
         count, not the batches handed out, so a batch Ctrl-C cut short runs again, as Lightning's loop
         expects). Lightning saves it in each checkpoint and loads it back before the loaders are built;
-        a loader's own state would come back too late, after `configure_optimizers` built the loader."""
+        a loader's own state would come back too late, after `configure_optimizers` built the loader.
+        With `spelling`, the checkpoint also carries the spelling dictionary (`SPELLING_KEY`), so a model
+        exported or loaded from it reads text as this run did."""
+        state = {SPELLING_KEY: dict(self.spelling.counts)} if self.spelling is not None else {}
         sampler = self._train_sampler
         if self.trainer is None or sampler is None:
-            return {}
+            return state
         done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed if sampler.begun else 0
-        return {"epoch": sampler.epoch, "batches": done}
+        return {**state, "epoch": sampler.epoch, "batches": done}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self._resume = dict(state) or None
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = {k: state[k] for k in ("epoch", "batches") if k in state} or None
 
     def eval_order(self, split: str) -> list[int]:
         """The order a validation or test loader visits `split` in: by length. Order does not change

@@ -35,6 +35,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="a .ckpt's encoder may be downloaded from the hub (default: local folders and the hub cache only; "
         "a model folder always loads from its own files)",
     )
+    parser.add_argument(
+        "--no-spelling",
+        dest="spelling",
+        action="store_false",
+        help="read text as written, even where the model has a spelling step (words.tsv): to compare the two",
+    )
 
 
 def load_model(args: argparse.Namespace) -> EmotionPredictor:
@@ -44,4 +50,5 @@ def load_model(args: argparse.Namespace) -> EmotionPredictor:
         backend=args.backend,
         int8=args.quantize,
         allow_download=args.allow_download,
+        spelling=args.spelling,
     )

@@ -9,8 +9,9 @@
 A saved model folder (written by `python -m emotion_lab.export`, or at the end of training) holds
 `model.safetensors`, `emotion_lab.json` (network config, labels, max length), the encoder's
 `config.json` under `encoder/`, the tokenizer, the temperature its probabilities are scaled by
-(fitted on validation), a model card and, when exported with `onnx=true`,
-`model.onnx` and `model.int8.onnx`. Loading never unpickles: weights come from safetensors, and
+(fitted on validation), a model card, `words.tsv` when trained with `data.spelling=true` (the spelling
+step's dictionary: every text is read through it, `robustness.spelling`) and, when exported with
+`onnx=true`, `model.onnx` and `model.int8.onnx`. Loading never unpickles: weights come from safetensors, and
 Lightning checkpoints are read with `torch.load(weights_only=True)`.
 
 Backends: `torch` (the network; `int8` = torch's dynamic quantization of its Linear and LSTM layers),
@@ -39,6 +40,8 @@ from emotion_lab.inference.explain import Explainer, Explanation
 from emotion_lab.labels import LABELS
 from emotion_lab.models.calibration import checked_temperature
 from emotion_lab.models.loading import build_network, check_shapes, checkpoint_network, read_checkpoint
+from emotion_lab.robustness.perturb import vocabulary_words
+from emotion_lab.robustness.spelling import DICTIONARY_FILE, SPELLING_KEY, WordRecognizer
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "emotion_lab.json"
@@ -47,6 +50,7 @@ ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
 BACKENDS = ("torch", "onnx", "auto")
 ENCODER_DIR = "encoder"
+DATAMODULE_STATE = "EmotionDataModule"  # where Lightning keeps the datamodule's state in a checkpoint
 MAX_LENGTH_LIMIT = 8192  # word-pieces; BERT-family encoders take 512
 
 
@@ -100,6 +104,7 @@ class EmotionPredictor:
         backend=None,
         net_config: dict | None = None,
         temperature: float = 1.0,
+        spelling: WordRecognizer | None = None,
     ) -> None:
         if net is None and backend is None:
             raise ValueError("EmotionPredictor needs a network or a backend")
@@ -111,6 +116,8 @@ class EmotionPredictor:
         self.max_length = max_length
         # Probabilities are softmax(logits / temperature), fitted on validation after training; labels never change.
         self.temperature = temperature
+        # Misspelt words are read as the training words they most likely meant, before the tokenizer.
+        self.spelling = spelling
         self.source: Path | None = None  # the model folder or checkpoint loaded, where explanations find fp32 weights
         self.trusted_modules: tuple[str, ...] = ()
         self._explainer = None
@@ -123,11 +130,20 @@ class EmotionPredictor:
         backend: str = "torch",
         int8: bool = False,
         allow_download: bool = False,
+        spelling: bool = True,
     ) -> EmotionPredictor:
         """Load a model folder (or a Lightning checkpoint). Its network class must be an emotion_lab one,
         or from a module named in `trusted_modules`: the folder cannot make loading run other code.
         `backend` is torch | onnx | auto (module docstring); `int8` picks the quantized variant. A folder
-        loads from its own files only; a checkpoint's encoder is downloaded only with `allow_download`."""
+        loads from its own files only; a checkpoint's encoder is downloaded only with `allow_download`.
+        `spelling=False` reads text as written even where the model has a spelling step."""
+        predictor = cls._load(path, trusted_modules, backend, int8, allow_download)
+        if not spelling:
+            predictor.spelling = None
+        return predictor
+
+    @classmethod
+    def _load(cls, path, trusted_modules, backend, int8, allow_download) -> EmotionPredictor:
         if backend not in BACKENDS:
             raise ModelLoadError(f"backend={backend!r}: allowed values are {BACKENDS}")
         folder = Path(path)
@@ -165,8 +181,9 @@ class EmotionPredictor:
         except Exception as err:
             raise ModelLoadError(f"{folder}: cannot load the model ({type(err).__name__}: {first_line(err)})") from None
         predictor = cls(
-            net, tokenizer, config["labels"], config["max_length"], temperature=_temperature(config, config_path)
-        )
+            net, tokenizer, config["labels"], config["max_length"], temperature=_temperature(config, config_path),
+            spelling=_folder_spelling(folder, config, tokenizer),
+        )  # fmt: skip
         predictor.source, predictor.trusted_modules = folder, tuple(trusted_modules)
         return predictor.quantize_dynamic() if int8 else predictor
 
@@ -196,6 +213,7 @@ class EmotionPredictor:
             backend=backend,
             net_config=config["net"],
             temperature=temperature,
+            spelling=_folder_spelling(folder, config, tokenizer),
         )
 
     @classmethod
@@ -220,13 +238,15 @@ class EmotionPredictor:
             max_length = checkpoint.get("datamodule_hyper_parameters", {}).get("max_length", max_length)
             _check_max_length(max_length, path)
             temperature = _temperature(checkpoint, path)
+            counts = checkpoint.get(DATAMODULE_STATE, {}).get(SPELLING_KEY)
+            spelling = WordRecognizer(counts, known=vocabulary_words(tokenizer)) if counts else None
         except UserInputError:
             raise
         except Exception as err:
             raise ModelLoadError(
                 f"{path}: not a readable emotion_lab checkpoint ({type(err).__name__}: {first_line(err)})"
             ) from None
-        return cls(net, tokenizer, max_length=max_length, temperature=temperature)
+        return cls(net, tokenizer, max_length=max_length, temperature=temperature, spelling=spelling)
 
     def save_pretrained(self, path: str | Path, card: str = "") -> Path:
         """Write a self-contained model folder (see the module docstring)."""
@@ -246,6 +266,8 @@ class EmotionPredictor:
             "max_length": self.max_length,
             "temperature": self.temperature,
         }
+        if self.spelling is not None:
+            config["spelling"] = self.spelling.save(folder).name
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         if card:
             (folder / "README.md").write_text(card)
@@ -265,9 +287,14 @@ class EmotionPredictor:
     def __call__(self, text: str) -> Prediction:
         return self.predict([text])[0]
 
+    def read(self, texts: Sequence[str]) -> list[str]:
+        """The texts as the network reads them: through the spelling step where the model has one."""
+        return list(map(self.spelling, texts)) if self.spelling is not None else list(texts)
+
     @torch.inference_mode()
     def predict(self, texts: Sequence[str], batch_size: int = 64, top_words: int = 0) -> list[Prediction]:
         """Predictions in input order. Batches are length-sorted: far less padding on CPU."""
+        texts = self.read(texts)
         encoded = self.tokenizer(
             list(texts),
             truncation=True,
@@ -301,7 +328,7 @@ class EmotionPredictor:
         """Per word, the attention it received (see `WordAttention`); needs a network with an attention
         layer and a fast tokenizer (word boundaries)."""
         results = []
-        for text in texts:
+        for text in self.read(texts):
             encoded = self.tokenizer(text, truncation=True, max_length=self.max_length, return_tensors="pt")
             logits, weights = self.backend(encoded["input_ids"], encoded["attention_mask"], with_attention=True)
             if weights is None:
@@ -338,7 +365,7 @@ class EmotionPredictor:
                     )
                 net = EmotionPredictor.from_pretrained(self.source, self.trusted_modules, backend="torch").net
             self._explainer = Explainer(net, self.tokenizer, self.labels, self.max_length, self.temperature, steps)
-        return self._explainer.explain(texts)
+        return self._explainer.explain(self.read(texts))
 
     def _is_truncated(self, text: str) -> bool:
         return len(self.tokenizer(text, truncation=False)["input_ids"]) > self.max_length
@@ -385,6 +412,18 @@ def _read_folder_config(folder: Path) -> dict:
         raise ModelLoadError(f"{config_path}: labels {config.get('labels')} differ from emotion_lab's {list(LABELS)}")
     _check_max_length(config.get("max_length"), config_path)
     return config
+
+
+def _folder_spelling(folder: Path, config: dict, tokenizer) -> WordRecognizer | None:
+    """The spelling step a model folder's config names (only ever its own `words.tsv`), or None."""
+    name = config.get("spelling")
+    if name is None:
+        return None
+    if name != DICTIONARY_FILE:
+        raise ModelLoadError(f"{folder / CONFIG_FILE}: spelling={name!r}: allowed: {DICTIONARY_FILE!r}")
+    if not (folder / name).is_file():
+        raise ModelLoadError(f"{folder}: {CONFIG_FILE} names a spelling dictionary, but {name} is missing")
+    return WordRecognizer(WordRecognizer.read_counts(folder / name), known=vocabulary_words(tokenizer))
 
 
 def _check_max_length(length, where: Path) -> int:
