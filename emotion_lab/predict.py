@@ -101,6 +101,8 @@ def interactive(
             print(format_bars(prediction), file=stdout)
         else:
             print(format_plain(prediction) + note, file=stdout)
+        if prediction.read_as is not None:
+            print(f"  read as: {_clean(prediction.read_as)}", file=stdout)
         if prediction.top_words:
             print("  attended: " + ", ".join(f"{w} {s:.2f}" for w, s in prediction.top_words), file=stdout)
         if explain:

@@ -140,13 +140,15 @@ def tiny_train_cfg(tmp_path, data_dir, tiny_encoder) -> DictConfig:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, data_dir, tiny_encoder) -> dict:
-    """One tiny 1-epoch training run through the entry point's `train`, shared by the tests that read its
-    checkpoint, metrics and exported model folder (they copy before they change anything)."""
+    """One tiny 1-epoch training run through the entry point's `train` (with the spelling step), shared by
+    the tests that read its checkpoint, metrics and exported model folder (they copy before they change
+    anything)."""
     from emotion_lab.train import train
 
     out = tmp_path_factory.mktemp("run")
     overrides = [*tiny_overrides(tiny_encoder, data_dir)[:3], "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0"]
     overrides.append("onnx=false")  # the tests that break its folder's safetensors read them, not an ONNX file
+    overrides.append("data.spelling=true")  # the model folder and checkpoint carry a spelling dictionary
     metrics, objects = train(compose_config("train", [*overrides, *QUIET], out))
     ckpt = Path(objects["trainer"].checkpoint_callback.best_model_path)
     return {"ckpt": ckpt, "out": out, "model": out / "model", "metrics": metrics}

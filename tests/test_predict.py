@@ -46,6 +46,20 @@ def test_export_round_trip_gives_the_checkpoints_logits(trained, tmp_path):
     assert EmotionPredictor.from_checkpoint(trained["ckpt"]).temperature == temperature
 
 
+def test_the_model_reads_text_through_its_training_spelling(trained, predictor, tmp_path):
+    folder = trained["out"] / "model"
+    assert json.loads((folder / "emotion_lab.json").read_text())["spelling"] == "words.tsv"
+    assert "happy\t" in (folder / "words.tsv").read_text()  # a word of the synthetic training split
+    typo, plain = ["i feel hapy today"], ["i feel happy today"]
+    as_written = EmotionPredictor.from_pretrained(folder, spelling=False)
+    exported = EmotionPredictor.from_pretrained(export(trained["ckpt"], tmp_path / "model"))
+    for model in (predictor, EmotionPredictor.from_checkpoint(trained["ckpt"]), exported):
+        assert model.read(typo) == plain
+        assert model.predict(typo)[0].probs == pytest.approx(model.predict(plain)[0].probs, abs=1e-6)
+    assert as_written.read(typo) == typo
+    assert as_written.predict(typo)[0].probs != pytest.approx(as_written.predict(plain)[0].probs, abs=1e-6)
+
+
 def test_training_exports_its_best_model(trained, predictor):
     card = (trained["out"] / "model" / "README.md").read_text()
     assert f"{trained['metrics']['test/f1_weighted']:.4f}" in card
@@ -58,6 +72,12 @@ def test_checkpoint_and_folder_predict_alike(trained, predictor):
     from_ckpt = EmotionPredictor.from_checkpoint(trained["ckpt"])
     a, b = from_ckpt("i am furious"), predictor("i am furious")
     assert a.label == b.label and a.probs == pytest.approx(b.probs, abs=1e-5)
+
+
+def test_loop_shows_what_the_spelling_step_read(predictor):
+    out = io.StringIO()
+    interactive(predictor, stdin=io.StringIO("i feel hapy\ni feel happy\n"), stdout=out)
+    assert out.getvalue().count("read as:") == 1 and "  read as: i feel happy" in out.getvalue()
 
 
 def test_loop_answers_each_line_and_stops_at_exit(predictor):

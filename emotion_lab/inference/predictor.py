@@ -60,6 +60,7 @@ class Prediction:
     probs: dict[str, float]
     truncated: bool = False
     top_words: list[tuple[str, float]] = field(default_factory=list)
+    read_as: str | None = None  # the text as the network read it, where the spelling step changed it
 
 
 @dataclass
@@ -294,7 +295,7 @@ class EmotionPredictor:
     @torch.inference_mode()
     def predict(self, texts: Sequence[str], batch_size: int = 64, top_words: int = 0) -> list[Prediction]:
         """Predictions in input order. Batches are length-sorted: far less padding on CPU."""
-        texts = self.read(texts)
+        written, texts = texts, self.read(texts)
         encoded = self.tokenizer(
             list(texts),
             truncation=True,
@@ -320,6 +321,7 @@ class EmotionPredictor:
                     top_words=self._top_words(ids[row], mask[row], weights[row], top_words)
                     if weights is not None
                     else [],
+                    read_as=texts[i] if texts[i] != written[i] else None,
                 )
         return results
 

@@ -254,6 +254,7 @@ def create_app(
             "limits": asdict(limits),
             "card": without_paths(card),
             "explain": {"method": METHOD, "max_texts": limits.max_explain_texts} if explainer else None,
+            "spelling_words": len(predictor.spelling.counts) if predictor.spelling is not None else 0,
             "files": {"extensions": list(EXTENSIONS)},
         }
 
@@ -264,4 +265,6 @@ def _as_json(prediction: Prediction) -> dict:
     out = {"label": prediction.label, "probs": prediction.probs, "truncated": prediction.truncated}
     if prediction.top_words:
         out["top_words"] = [[word, weight] for word, weight in prediction.top_words]
+    if prediction.read_as is not None:
+        out["read_as"] = prediction.read_as
     return out

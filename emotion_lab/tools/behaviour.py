@@ -5,7 +5,9 @@
 Invariance under typos, case, punctuation, @mentions, links, hashtags, emoji, contractions and first
 names; an intensifier that must not lower the predicted label; sentences written for the suite (the
 emotion said without "i feel", negation, contrast: emotion_lab/robustness/templates.tsv, or your own
-with --templates); evaluation-only sets scored as they are (e.g. goemotions6's dev comments). Writes
+with --templates); evaluation-only sets scored as they are (e.g. goemotions6's dev comments). A model
+with a spelling step reads every sentence through it (`--no-spelling`: as written); a perturbed sentence
+counts as a case by what its tokens would be as written, so rates compare across models. Writes
 results.json and results.md to --out (default: `<run>/behaviour` for a run's `model` folder, where
 `python -m emotion_lab.report <run>` shows it; else outputs/behaviour/<model folder name>).
 """
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = run_record("behaviour", argv, code, ("torch", "transformers", "onnxruntime"))
     meta |= {"model": str(args.model), "backend": predictor.backend.name, "texts": source,
              "templates": str(args.templates)}  # fmt: skip
+    meta["spelling_words"] = len(predictor.spelling.counts) if predictor.spelling is not None else 0
     out = args.out or default_out(args.model)
     out.mkdir(parents=True, exist_ok=True)
     save_results(out, {"meta": meta, **report}, markdown(report, f"{args.model} ({predictor.backend.name})"))

@@ -170,8 +170,9 @@ def run_row(name: str, overrides: list[str], seed: int, out: Path) -> None:
 
 
 def behaviour(trainer, model, datamodule, run_dir: Path) -> dict[str, Any]:
-    """The behaviour suite on the tested weights, over the test split, on the test's device and precision;
-    the report goes to <run>/behaviour/ (the run's report shows it), its summary into the row."""
+    """The behaviour suite on the tested weights, over the test split (as the model read it, through its
+    spelling step if it has one), on the test's device and precision; the report goes to <run>/behaviour/
+    (the run's report shows it), its summary into the row."""
     import numpy as np
     import torch
 
@@ -183,6 +184,8 @@ def behaviour(trainer, model, datamodule, run_dir: Path) -> dict[str, Any]:
 
     @torch.inference_mode()
     def predict_proba(texts):
+        if datamodule.spelling is not None:  # perturbed sentences are read as the saved model reads them
+            texts = list(map(datamodule.spelling, texts))
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         probs = np.zeros((len(texts), len(LABELS)))
         for start in range(0, len(order), 128):

@@ -184,3 +184,27 @@ def test_epoch_order_depends_on_seed_and_epoch_only(data_dir, tiny_encoder, grou
     fresh = dm.train_dataloader().sampler
     fresh.set_epoch(2)
     assert list(fresh) == orders[2]
+
+
+def test_spelling_reads_evaluation_sentences_and_leaves_training_ones(tmp_path, tiny_encoder):
+    folder = write_split_files(tmp_path / "data")
+    test = folder / "test.txt"
+    test.write_text(test.read_text().replace("scared", "scaerd", 1))
+    extra = folder / "extra.txt"
+    extra.write_text("i am so scaerd;fear\n")
+    dm = EmotionDataModule(tiny_encoder, dir=str(folder), spelling=True, extra_eval={"mine": str(extra)})
+    dm.setup()
+    written = [line.rpartition(";")[0] for line in (folder / "train.txt").read_text().splitlines()]
+    assert dm.datasets["train"].with_format(None)["text"] == written  # the dictionary itself
+    read = " | ".join(dm.datasets["test"].with_format(None)["text"])
+    assert "scaerd" not in read and "scared" in read
+    assert dm.tokenizer.decode(dm.extra["mine"][0]["input_ids"], skip_special_tokens=True) == "i am so scared"
+    # The checkpoint carries the dictionary; resuming takes only the epoch position back from it.
+    state = dm.state_dict()
+    assert state["spelling_words"]["scared"] > 0 and "scaerd" not in state["spelling_words"]
+    dm.load_state_dict(state)
+    assert dm._resume is None
+    plain = EmotionDataModule(tiny_encoder, dir=str(folder))
+    plain.setup()
+    assert plain.spelling is None and plain.state_dict() == {}
+    assert "scaerd" in " ".join(plain.datasets["test"].with_format(None)["text"])

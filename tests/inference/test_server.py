@@ -57,7 +57,7 @@ class SlowPredictor:
     """Takes `delay` seconds over a batch holding a text that starts with "slow"; a text containing
     "boom" makes its whole batch fail."""
 
-    labels, max_length, net_config, temperature = LABELS, 64, {}, 1.0
+    labels, max_length, net_config, temperature, spelling = LABELS, 64, {}, 1.0, None
 
     class backend:
         name = "fake"
@@ -88,6 +88,15 @@ def test_predict_answers_one_text_and_a_list_in_order(server, tiny_model):
     assert set(predictions[0]["probs"]) == {"sadness", "joy", "love", "anger", "fear", "surprise"}
 
 
+def test_a_model_with_a_spelling_step_says_what_it_read(trained):
+    with serving(EmotionPredictor.from_pretrained(trained["model"]), Limits()) as (url, _):
+        answer = httpx.post(f"{url}/predict", json={"texts": ["i feel hapy", "i feel happy"]})
+        typo, plain = answer.json()["predictions"]
+        assert typo["read_as"] == "i feel happy" and "read_as" not in plain
+        assert typo["probs"] == pytest.approx(plain["probs"], abs=1e-6)
+        assert httpx.get(f"{url}/model").json()["spelling_words"] > 0
+
+
 def test_health_and_model_card(server):
     health = httpx.get(f"{server}/health").json()
     assert health["status"] == "ok" and health["rss_mb"] > 0 and health["backend"] == "torch fp32"
@@ -96,6 +105,7 @@ def test_health_and_model_card(server):
     assert card["backend"] == "torch fp32" and card["card"] == "tiny card"
     assert card["limits"]["max_texts"] == 32
     assert card["explain"] is None and card["files"]["extensions"] == [".txt", ".csv", ".jsonl", ".ndjson"]
+    assert card["spelling_words"] == 0
 
 
 def test_the_page_and_its_files_are_served_with_a_policy_that_allows_only_their_own_code(server):
