@@ -26,6 +26,7 @@ from omegaconf import DictConfig, open_dict
 from emotion_lab.callbacks import ExtraEvaluation, RunFigures, TestReport
 from emotion_lab.data.contract import check_datamodule
 from emotion_lab.encoders.loading import downloads_refused
+from emotion_lab.errors import ConfigError
 from emotion_lab.models.checkpoints import load_classifier
 from emotion_lab.utils.atomic import write_text
 from emotion_lab.utils.config import CONFIG_DIR
@@ -42,6 +43,13 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         cfg.data.tokenizer_name = cfg.data.tokenizer_name or model.hparams.net["encoder_name"]
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     check_datamodule(datamodule)
+    if model.spelling_words is not None:
+        if not hasattr(datamodule, "use_spelling"):
+            raise ConfigError(
+                f"ckpt_path={cfg.ckpt_path}: the model reads text through a spelling step, which "
+                f"{type(datamodule).__qualname__} cannot apply (it has no use_spelling(counts))"
+            )
+        datamodule.use_spelling(model.spelling_words)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         logger=instantiate_loggers(cfg.get("logger")),

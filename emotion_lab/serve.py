@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     # Starlette compares IPv6 literals in brackets, as they appear in a Host header.
     extra = [f"[{h}]" if ":" in h and not h.startswith("[") else h.lower() for h in args.allowed_host]
     explainer = (
-        ExplainWorker(args.model, limits, args.trust_module, threads=args.explain_threads)
+        ExplainWorker(args.model, limits, args.trust_module, threads=args.explain_threads, spelling=args.spelling)
         if args.explain_threads
         else None
     )

@@ -19,8 +19,16 @@ def run_evaluate(*overrides: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_evaluate_writes_metrics_that_match_its_report_and_the_training_run(trained, data_dir, tmp_path):
+    # The run read text through its spelling step: evaluation must read the misspelt split through the
+    # checkpoint's dictionary (this training split no longer has "happy") and score as the run did.
+    typos = tmp_path / "data"
+    typos.mkdir()
+    for name, (word, written) in {"train.txt": ("happy", "glad"), "val.txt": ("happy", "hapy"),
+                                  "test.txt": ("happy", "hapy")}.items():  # fmt: skip
+        (typos / name).write_text((data_dir / name).read_text().replace(word, written))
+    assert "hapy" in (typos / "test.txt").read_text()
     out = tmp_path / "eval"
-    result = run_evaluate(f"ckpt_path={trained['ckpt']}", f"data.dir={data_dir}", f"hydra.run.dir={out}")
+    result = run_evaluate(f"ckpt_path={trained['ckpt']}", f"data.dir={typos}", f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
 
     metrics = json.loads((out / "metrics.json").read_text())

@@ -56,6 +56,8 @@ def test_the_model_reads_text_through_its_training_spelling(trained, predictor, 
     for model in (predictor, EmotionPredictor.from_checkpoint(trained["ckpt"]), exported):
         assert model.read(typo) == plain
         assert model.predict(typo)[0].probs == pytest.approx(model.predict(plain)[0].probs, abs=1e-6)
+    assert predictor.word_attention(typo)[0].words == ["i", "feel", "happy", "today"]
+    assert [w.text for w in predictor.explain(typo, steps=4)[0].words] == ["i", "feel", "happy", "today"]
     assert as_written.read(typo) == typo
     assert as_written.predict(typo)[0].probs != pytest.approx(as_written.predict(plain)[0].probs, abs=1e-6)
 

@@ -117,6 +117,7 @@ class EmotionDataModule(L.LightningDataModule):
             )
         self.tokenizer = None
         self.spelling: WordRecognizer | None = None
+        self._spelling_words: dict[str, int] | None = None  # a trained model's dictionary (`use_spelling`)
         self.datasets: DatasetDict | None = None
         self.cached: dict[str, CachedSplit] | None = None
         self.source: str | None = None
@@ -136,8 +137,8 @@ class EmotionDataModule(L.LightningDataModule):
         splits, self.source = load_splits(hp.dir, hp.fallback_dirs, hp.hub_id, hp.on_bad_line, hp.limit_per_split)
         # Tokenize here, before loaders fork, so the fast tokenizer's thread pool is never forked.
         self.tokenizer = load_tokenizer(hp.tokenizer_name)
-        if hp.spelling:
-            self.spelling = self._spelling(splits["train"]["text"])
+        if hp.spelling or self._spelling_words is not None:
+            self.spelling = self._spelling(self._spelling_words or training_words(splits["train"]["text"]))
             # Training sentences are its dictionary; what the model is asked about is read through it.
             for split in ("validation", "test"):
                 read = list(map(self.spelling, splits[split]["text"]))
@@ -177,8 +178,13 @@ class EmotionDataModule(L.LightningDataModule):
                 split: cache.get(split, list(data["input_ids"]), list(data["label"])) for split, data in plain.items()
             }
 
-    def _spelling(self, train_texts: list[str]) -> WordRecognizer:
-        spelling = WordRecognizer(training_words(train_texts), known=vocabulary_words(self.tokenizer))
+    def use_spelling(self, counts: Mapping[str, int]) -> None:
+        """Read evaluation sentences through a trained model's spelling step (its training words and counts)
+        instead of one built from this training split; call before `setup` (evaluate does)."""
+        self._spelling_words = dict(counts)
+
+    def _spelling(self, counts: Mapping[str, int]) -> WordRecognizer:
+        spelling = WordRecognizer(counts, known=vocabulary_words(self.tokenizer))
         log.info("spelling: %d training words; e.g. %r", len(spelling.counts), spelling("i feel scaerd and lnoely"))
         return spelling
 

@@ -28,7 +28,7 @@ NICENESS = 10  # the child's CPU priority below the server's
 _predictor = None  # the child's predictor, loaded once by _load
 
 
-def _load(source: str, trusted_modules: tuple[str, ...], threads: int) -> None:
+def _load(source: str, trusted_modules: tuple[str, ...], threads: int, spelling: bool = True) -> None:
     import torch
 
     from emotion_lab.inference.predictor import EmotionPredictor
@@ -36,7 +36,7 @@ def _load(source: str, trusted_modules: tuple[str, ...], threads: int) -> None:
     global _predictor
     os.nice(NICENESS)
     torch.set_num_threads(threads)
-    _predictor = EmotionPredictor.from_pretrained(source, trusted_modules, backend="torch")
+    _predictor = EmotionPredictor.from_pretrained(source, trusted_modules, backend="torch", spelling=spelling)
 
 
 def _loaded() -> bool:
@@ -57,9 +57,10 @@ class ExplainWorker:
         trusted_modules: Sequence[str] = (),
         threads: int = 1,
         steps: int = 32,
+        spelling: bool = True,
     ) -> None:
         self.source, self.limits, self.steps = str(source), limits, steps
-        self._initargs = (self.source, tuple(trusted_modules), threads)
+        self._initargs = (self.source, tuple(trusted_modules), threads, spelling)
         self._pool: ProcessPoolExecutor | None = None
         self._ready = None  # the child's first task: done once it has loaded the model
         self.failed = False  # the child could not load the model: no more attempts

@@ -49,6 +49,9 @@ def model_card(predictor: EmotionPredictor, ckpt_path: Path, metrics: dict[str, 
         f"- data: dair-ai/emotion ({data_source})",
         f"- max length: {predictor.max_length} word-pieces",
         f"- temperature: {predictor.temperature:.4f} (probabilities are softmax(logits / T), T fitted on validation)",
+        f"- spelling step: {len(predictor.spelling.counts)} training words (`words.tsv`; text is read through it)"
+        if predictor.spelling is not None
+        else "- spelling step: none (text is read as written)",
         f"- exported from: `{ckpt_path.name}`",  # the file, not where it lay on the exporting machine
         "",
         "Load with `EmotionPredictor.from_pretrained(this_folder)` or `python -m emotion_lab.predict this_folder`.",

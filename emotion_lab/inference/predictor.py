@@ -39,9 +39,15 @@ from emotion_lab.errors import ModelLoadError, UserInputError, first_line
 from emotion_lab.inference.explain import Explainer, Explanation
 from emotion_lab.labels import LABELS
 from emotion_lab.models.calibration import checked_temperature
-from emotion_lab.models.loading import build_network, check_shapes, checkpoint_network, read_checkpoint
+from emotion_lab.models.loading import (
+    build_network,
+    check_shapes,
+    checkpoint_network,
+    checkpoint_spelling_words,
+    read_checkpoint,
+)
 from emotion_lab.robustness.perturb import vocabulary_words
-from emotion_lab.robustness.spelling import DICTIONARY_FILE, SPELLING_KEY, WordRecognizer
+from emotion_lab.robustness.spelling import DICTIONARY_FILE, WordRecognizer
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "emotion_lab.json"
@@ -50,7 +56,6 @@ ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
 BACKENDS = ("torch", "onnx", "auto")
 ENCODER_DIR = "encoder"
-DATAMODULE_STATE = "EmotionDataModule"  # where Lightning keeps the datamodule's state in a checkpoint
 MAX_LENGTH_LIMIT = 8192  # word-pieces; BERT-family encoders take 512
 
 
@@ -138,20 +143,15 @@ class EmotionPredictor:
         `backend` is torch | onnx | auto (module docstring); `int8` picks the quantized variant. A folder
         loads from its own files only; a checkpoint's encoder is downloaded only with `allow_download`.
         `spelling=False` reads text as written even where the model has a spelling step."""
-        predictor = cls._load(path, trusted_modules, backend, int8, allow_download)
-        if not spelling:
-            predictor.spelling = None
-        return predictor
-
-    @classmethod
-    def _load(cls, path, trusted_modules, backend, int8, allow_download) -> EmotionPredictor:
         if backend not in BACKENDS:
             raise ModelLoadError(f"backend={backend!r}: allowed values are {BACKENDS}")
         folder = Path(path)
         if folder.is_file():
             if backend == "onnx":
                 raise ModelLoadError(f"{folder}: the onnx backend reads a model folder, not a checkpoint")
-            predictor = cls.from_checkpoint(folder, trusted_modules=trusted_modules, allow_download=allow_download)
+            predictor = cls.from_checkpoint(
+                folder, trusted_modules=trusted_modules, allow_download=allow_download, spelling=spelling
+            )
             predictor.source, predictor.trusted_modules = folder, tuple(trusted_modules)
             return predictor.quantize_dynamic() if int8 else predictor
         config = _read_folder_config(folder)
@@ -161,7 +161,7 @@ class EmotionPredictor:
             onnx_file = folder / (ONNX_INT8_FILE if int8 else ONNX_FILE)
             backend = "onnx" if onnx_file.is_file() and _has_onnxruntime() else "torch"
         if backend == "onnx":
-            predictor = cls._from_onnx(folder, config, int8, _temperature(config, config_path))
+            predictor = cls._from_onnx(folder, config, int8, _temperature(config, config_path), spelling)
             predictor.source, predictor.trusted_modules = folder, tuple(trusted_modules)
             return predictor
         weights_file = folder / WEIGHTS_FILE
@@ -183,13 +183,15 @@ class EmotionPredictor:
             raise ModelLoadError(f"{folder}: cannot load the model ({type(err).__name__}: {first_line(err)})") from None
         predictor = cls(
             net, tokenizer, config["labels"], config["max_length"], temperature=_temperature(config, config_path),
-            spelling=_folder_spelling(folder, config, tokenizer),
+            spelling=_folder_spelling(folder, config, tokenizer) if spelling else None,
         )  # fmt: skip
         predictor.source, predictor.trusted_modules = folder, tuple(trusted_modules)
         return predictor.quantize_dynamic() if int8 else predictor
 
     @classmethod
-    def _from_onnx(cls, folder: Path, config: dict, int8: bool, temperature: float) -> EmotionPredictor:
+    def _from_onnx(
+        cls, folder: Path, config: dict, int8: bool, temperature: float, spelling: bool = True
+    ) -> EmotionPredictor:
         from emotion_lab.inference.onnx import OnnxBackend
 
         file = folder / (ONNX_INT8_FILE if int8 else ONNX_FILE)
@@ -214,7 +216,7 @@ class EmotionPredictor:
             backend=backend,
             net_config=config["net"],
             temperature=temperature,
-            spelling=_folder_spelling(folder, config, tokenizer),
+            spelling=_folder_spelling(folder, config, tokenizer) if spelling else None,
         )
 
     @classmethod
@@ -224,6 +226,7 @@ class EmotionPredictor:
         max_length: int = 128,
         trusted_modules: Sequence[str] = (),
         allow_download: bool = False,
+        spelling: bool = True,
     ) -> EmotionPredictor:
         """From a Lightning checkpoint of EmotionClassifier (the encoder name must still resolve: locally,
         or from the hub only with `allow_download`)."""
@@ -239,7 +242,7 @@ class EmotionPredictor:
             max_length = checkpoint.get("datamodule_hyper_parameters", {}).get("max_length", max_length)
             _check_max_length(max_length, path)
             temperature = _temperature(checkpoint, path)
-            counts = checkpoint.get(DATAMODULE_STATE, {}).get(SPELLING_KEY)
+            counts = checkpoint_spelling_words(checkpoint, path) if spelling else None
             spelling = WordRecognizer(counts, known=vocabulary_words(tokenizer)) if counts else None
         except UserInputError:
             raise
@@ -365,7 +368,9 @@ class EmotionPredictor:
                         f"explanations need the fp32 torch network; this {self.backend.name} predictor was not loaded "
                         "from a model folder or checkpoint (load it without int8)"
                     )
-                net = EmotionPredictor.from_pretrained(self.source, self.trusted_modules, backend="torch").net
+                net = EmotionPredictor.from_pretrained(
+                    self.source, self.trusted_modules, backend="torch", spelling=False
+                ).net
             self._explainer = Explainer(net, self.tokenizer, self.labels, self.max_length, self.temperature, steps)
         return self._explainer.explain(self.read(texts))
 

@@ -18,7 +18,7 @@ from torch import nn
 from emotion_lab.errors import ModelLoadError, first_line
 from emotion_lab.models.calibration import checked_temperature
 from emotion_lab.models.classifier import EmotionClassifier
-from emotion_lab.models.loading import checkpoint_network, read_checkpoint
+from emotion_lab.models.loading import checkpoint_network, checkpoint_spelling_words, read_checkpoint
 from emotion_lab.models.losses import CrossEntropyLoss, DistillationLoss, FocalLoss
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,8 @@ def load_classifier(
     trusted_modules: Sequence[str] = (),
     allow_download: bool = False,
 ) -> EmotionClassifier:
-    """The classifier `ckpt_path` holds, in eval mode, with its calibration temperature."""
+    """The classifier `ckpt_path` holds, in eval mode, with its calibration temperature and, for a run
+    with a spelling step, its dictionary (`spelling_words`)."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise ModelLoadError(f"ckpt_path={str(ckpt_path)!r}: no such checkpoint file")
@@ -78,4 +79,6 @@ def load_classifier(
             f"{path}: weights do not fit the network its config describes ({first_line(err)})"
         ) from None
     model.calibration_temperature = checked_temperature(checkpoint.get("temperature"), path)
+    # The training words of a run with data.spelling: evaluation reads text through the same step.
+    model.spelling_words = checkpoint_spelling_words(checkpoint, path)
     return model.eval()

@@ -26,11 +26,13 @@ from emotion_lab.encoders.loading import downloads_refused
 from emotion_lab.errors import ModelLoadError, first_line
 from emotion_lab.labels import ID2LABEL
 from emotion_lab.models.networks import EmotionNet
+from emotion_lab.robustness.spelling import SPELLING_KEY, WordRecognizer
 
 TRUSTED_BY_DEFAULT = ("emotion_lab",)
 ENCODER_PREFIX = "net.encoder."
 # A checkpoint's full sets of module weights: Lightning's, and the raw weights a WeightAveraging callback keeps.
 WEIGHT_SETS = ("state_dict", "current_model_state")
+DATAMODULE_STATE = "EmotionDataModule"  # where Lightning keeps the datamodule's state in a checkpoint
 
 
 def _within(module: str, package: str) -> bool:
@@ -176,3 +178,9 @@ def checkpoint_network(
         net = build_network(config, trusted_modules, **({"pretrained": True} if referenced else {}))
     restore_referenced_encoder(checkpoint, net.encoder, path)
     return net
+
+
+def checkpoint_spelling_words(checkpoint: dict, source: Path) -> dict[str, int] | None:
+    """The spelling step's training words a checkpoint of a run with `data.spelling` carries, checked, or None."""
+    words = checkpoint.get(DATAMODULE_STATE, {}).get(SPELLING_KEY)
+    return WordRecognizer.checked_counts(words, str(source)) if words is not None else None

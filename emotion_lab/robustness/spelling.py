@@ -5,7 +5,7 @@ and one such word flips about one label in ten. Correcting the word first (Pruth
 "Combating Adversarial Misspellings with Robust Word Recognition") removes most of that. The rule:
 
 - a word is corrected only if no dictionary knows it: not a training word, not a whole word of the
-  tokenizer's vocabulary, not a word of symspellpy's English frequency list (82,765 words), so real words
+  tokenizer's vocabulary, not a word of symspellpy's English frequency list (82,834 words), so real words
   the training data never used stay as written;
 - it is read as the training word one edit away (a letter dropped, added, replaced or two swapped) that
   the training split uses most (symspellpy's lookup); with none, it stays as written;
@@ -38,9 +38,13 @@ SPELLING_KEY = "spelling_words"  # where a checkpoint's datamodule state keeps t
 ENGLISH_WORDS = "frequency_dictionary_en_82_765.txt"  # shipped with symspellpy: "word count" lines
 
 _TRAINING_WORD = re.compile(r"[a-z]+")
-# A whitespace-separated token: opening punctuation, a word of ASCII letters, closing punctuation.
-_TOKEN = re.compile(r"(?<!\S)([(\"'\[]*)([A-Za-z]+)([.,!?;:)\"'\]]*)(?!\S)")
-_SENTENCE_END = re.compile(r"[.!?]\W*$")
+_ENTRY_WORD = re.compile(r"[a-z]{1,100}")
+_COUNT = re.compile(r"[0-9]{1,18}")
+_SPACE = re.compile(r"(\s+)")
+_CLOSING = "\"')]"
+# A whitespace-separated chunk that is one plain word: opening punctuation, ASCII letters, closing punctuation.
+_WORD = re.compile(r"([(\"'\[]*)([A-Za-z]+)([.,!?;:)\"'\]]*)")
+MAX_FILE_BYTES = 64 * 2**20  # a training split's words take well under 1 MiB
 
 
 @functools.cache
@@ -78,20 +82,19 @@ class WordRecognizer:
         return suggestions[0].term if suggestions else word
 
     def __call__(self, text: str) -> str:
-        def fix(match: re.Match) -> str:
-            opening, word, closing = match.groups()
-            if word.islower():
-                lower = word
-            elif word[0].isupper() and word[1:].islower() and _SENTENCE_END.search(text[: match.start()] or "."):
-                lower = word.lower()
-            else:
-                return match.group()
-            corrected = self.correct_word(lower)
-            if corrected == lower:
-                return match.group()
-            return opening + (corrected if word.islower() else corrected.capitalize()) + closing
-
-        return _TOKEN.sub(fix, text)
+        parts = _SPACE.split(text)  # words and the whitespace between them, alternately
+        sentence_start = True
+        for i in range(0, len(parts), 2):
+            chunk = parts[i]
+            if match := _WORD.fullmatch(chunk):
+                opening, word, closing = match.groups()
+                if word.islower() or (sentence_start and word[0].isupper() and word[1:].islower()):
+                    corrected = self.correct_word(word.lower())
+                    if corrected != word.lower():
+                        parts[i] = opening + (corrected if word.islower() else corrected.capitalize()) + closing
+            if chunk:
+                sentence_start = chunk.rstrip(_CLOSING).endswith((".", "!", "?"))
+        return "".join(parts)
 
     def save(self, folder: Path) -> Path:
         path = Path(folder) / DICTIONARY_FILE
@@ -103,6 +106,8 @@ class WordRecognizer:
     def read_counts(path: Path) -> dict[str, int]:
         """The `word<TAB>count` lines of a dictionary file; a bad line stops with the file and line."""
         try:
+            if Path(path).stat().st_size > MAX_FILE_BYTES:
+                raise ModelLoadError(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB; not a spelling dictionary")
             lines = Path(path).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as err:
             raise ModelLoadError(f"{path}: cannot read the spelling dictionary ({type(err).__name__})") from None
@@ -111,7 +116,17 @@ class WordRecognizer:
         counts = {}
         for number, line in enumerate(lines[1:], start=2):
             word, sep, count = line.partition("\t")
-            if not sep or not _TRAINING_WORD.fullmatch(word) or not count.isdigit():
+            if not sep or not _ENTRY_WORD.fullmatch(word) or not _COUNT.fullmatch(count):
                 raise ModelLoadError(f"{path}:{number}: expected a lower-case word, a tab and a count, got {line!r}")
             counts[word] = int(count)
+        return counts
+
+    @staticmethod
+    def checked_counts(counts: object, where: str) -> dict[str, int]:
+        """`counts` from a checkpoint, if it is word -> count as training writes it; else a one-line error."""
+        if not isinstance(counts, dict) or not all(
+            isinstance(w, str) and _ENTRY_WORD.fullmatch(w) and type(c) is int and 0 <= c < 10**18
+            for w, c in counts.items()
+        ):
+            raise ModelLoadError(f"{where}: the spelling dictionary is not lower-case words with counts")
         return counts

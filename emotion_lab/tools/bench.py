@@ -180,12 +180,13 @@ def behaviour(trainer, model, datamodule, run_dir: Path) -> dict[str, Any]:
     from emotion_lab.robustness.suite import TEMPLATES, markdown, read_templates, run_suite
 
     temperature = model.calibration_temperature or 1.0
+    spelling = getattr(datamodule, "spelling", None)  # a DataModule of your own may have none
     model.eval().to(trainer.strategy.root_device)
 
     @torch.inference_mode()
     def predict_proba(texts):
-        if datamodule.spelling is not None:  # perturbed sentences are read as the saved model reads them
-            texts = list(map(datamodule.spelling, texts))
+        if spelling is not None:  # perturbed sentences are read as the saved model reads them
+            texts = list(map(spelling, texts))
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         probs = np.zeros((len(texts), len(LABELS)))
         for start in range(0, len(order), 128):

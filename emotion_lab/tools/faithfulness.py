@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     if torch_predictor is None:  # attributions are the fp32 network's: so are the probabilities they are judged by
         from emotion_lab.inference.predictor import EmotionPredictor
 
-        torch_predictor = EmotionPredictor.from_pretrained(predictor.source, predictor.trusted_modules)
+        torch_predictor = EmotionPredictor.from_pretrained(
+            predictor.source, predictor.trusted_modules, spelling=predictor.spelling is not None
+        )
     labels = list(torch_predictor.labels)
     rng = random.Random(args.seed)
     need = max(args.k) + 1
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     for text in texts:
         if used == args.n:
             break
+        text = torch_predictor.read([text])[0]  # word spans and deletions are those of the text as read
         started = time.perf_counter()
         explanation = torch_predictor.explain([text], steps=args.steps)[0]
         took = time.perf_counter() - started

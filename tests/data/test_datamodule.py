@@ -188,16 +188,18 @@ def test_epoch_order_depends_on_seed_and_epoch_only(data_dir, tiny_encoder, grou
 
 def test_spelling_reads_evaluation_sentences_and_leaves_training_ones(tmp_path, tiny_encoder):
     folder = write_split_files(tmp_path / "data")
-    test = folder / "test.txt"
-    test.write_text(test.read_text().replace("scared", "scaerd", 1))
+    for name in ("val.txt", "test.txt"):
+        with open(folder / name, "a") as file:
+            file.write("i feel scaerd today;fear\n")
     extra = folder / "extra.txt"
     extra.write_text("i am so scaerd;fear\n")
     dm = EmotionDataModule(tiny_encoder, dir=str(folder), spelling=True, extra_eval={"mine": str(extra)})
     dm.setup()
     written = [line.rpartition(";")[0] for line in (folder / "train.txt").read_text().splitlines()]
     assert dm.datasets["train"].with_format(None)["text"] == written  # the dictionary itself
-    read = " | ".join(dm.datasets["test"].with_format(None)["text"])
-    assert "scaerd" not in read and "scared" in read
+    for split in ("validation", "test"):
+        read = " | ".join(dm.datasets[split].with_format(None)["text"])
+        assert "scaerd" not in read and "scared" in read, split
     assert dm.tokenizer.decode(dm.extra["mine"][0]["input_ids"], skip_special_tokens=True) == "i am so scared"
     # The checkpoint carries the dictionary; resuming takes only the epoch position back from it.
     state = dm.state_dict()

@@ -35,3 +35,26 @@ def test_word_attention_needs_an_attention_layer(tiny_encoder):
     net = BiLSTMAttentionNet(tiny_encoder, lstm_hidden=8, attn_heads=0)
     with pytest.raises(ValueError, match="returns no attention"):
         EmotionPredictor(net, load_tokenizer(tiny_encoder)).word_attention(["i feel fine"])
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda folder, config: config.update(spelling="../../etc/words.tsv"), r"spelling='\.\./\.\./etc/words\.tsv'"),
+        (lambda folder, config: (folder / "words.tsv").unlink(), "names a spelling dictionary, but words.tsv is missi"),
+        (lambda folder, config: (folder / "words.tsv").write_text("word\tcount\nsad\t²\n"), r"words\.tsv:2: expected"),
+    ],
+)
+def test_a_folder_whose_spelling_step_cannot_be_read_is_one_line(trained, tmp_path, change, problem):
+    import json
+    import shutil
+
+    from emotion_lab.errors import ModelLoadError
+
+    folder = shutil.copytree(trained["model"], tmp_path / "model")
+    config = json.loads((folder / "emotion_lab.json").read_text())
+    change(folder, config)
+    (folder / "emotion_lab.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=problem):
+        EmotionPredictor.from_pretrained(folder)
+    assert EmotionPredictor.from_pretrained(folder, spelling=False).spelling is None  # the weights still load

@@ -81,6 +81,8 @@ def test_the_dictionary_round_trips(recognizer, tmp_path):
         (f"{HEADER}\nsad\t3\nSad\t2\n", ":3: expected a lower-case word, a tab and a count, got 'Sad\\\\t2'"),
         (f"{HEADER}\nsad 3\n", ":2: expected a lower-case word"),
         (f"{HEADER}\nsad\t-3\n", ":2: expected a lower-case word"),
+        (f"{HEADER}\nsad\t\u00b2\n", ":2: expected a lower-case word"),  # a digit to str.isdigit, not to int()
+        (f"{HEADER}\nsad\t{'9' * 5000}\n", ":2: expected a lower-case word"),
     ],
 )
 def test_a_bad_dictionary_line_is_named(tmp_path, content, where):
@@ -88,3 +90,18 @@ def test_a_bad_dictionary_line_is_named(tmp_path, content, where):
     path.write_text(content)
     with pytest.raises(ModelLoadError, match=rf"words\.tsv{where}"):
         WordRecognizer.read_counts(path)
+
+
+@pytest.mark.parametrize("counts", [["sad"], {"sad": "3"}, {"Sad": 3}, {"sad": -1}, {"sad": True}])
+def test_a_checkpoints_dictionary_must_be_words_and_counts(counts):
+    with pytest.raises(ModelLoadError, match="ckpt: the spelling dictionary is not lower-case words with counts"):
+        WordRecognizer.checked_counts(counts, "ckpt")
+
+
+def test_long_text_is_read_in_linear_time(recognizer):
+    import time
+
+    for text in ("." * 2500 + " a " + "Hello " * 400, "scaerd " * 800, "Scaerd. " * 600):
+        started = time.perf_counter()
+        recognizer(text)
+        assert time.perf_counter() - started < 1.0, text[:20]

@@ -151,7 +151,8 @@ async function explainOne(text, controller) {
       const data = await api("/predict", { text, explain: true });
       if (controller !== current) return;
       say($("explain-message"), "");
-      showExplanation(text, data.predictions[0].explanation);
+      // Word offsets are those of the text as the model read it (its spelling step may have corrected it).
+      showExplanation(data.predictions[0].read_as ?? text, data.predictions[0].explanation);
       return;
     } catch (err) {
       if (controller !== current) return;
