@@ -138,7 +138,8 @@ class EmotionDataModule(L.LightningDataModule):
         # Tokenize here, before loaders fork, so the fast tokenizer's thread pool is never forked.
         self.tokenizer = load_tokenizer(hp.tokenizer_name)
         if hp.spelling or self._spelling_words is not None:
-            self.spelling = self._spelling(self._spelling_words or training_words(splits["train"]["text"]))
+            words = self._spelling_words
+            self.spelling = self._spelling(words if words is not None else training_words(splits["train"]["text"]))
             # Training sentences are its dictionary; what the model is asked about is read through it.
             for split in ("validation", "test"):
                 read = list(map(self.spelling, splits[split]["text"]))
@@ -181,6 +182,8 @@ class EmotionDataModule(L.LightningDataModule):
     def use_spelling(self, counts: Mapping[str, int]) -> None:
         """Read evaluation sentences through a trained model's spelling step (its training words and counts)
         instead of one built from this training split; call before `setup` (evaluate does)."""
+        if self.datasets is not None:
+            raise RuntimeError("use_spelling after setup: the sentences were already read")
         self._spelling_words = dict(counts)
 
     def _spelling(self, counts: Mapping[str, int]) -> WordRecognizer:

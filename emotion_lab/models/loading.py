@@ -32,7 +32,6 @@ TRUSTED_BY_DEFAULT = ("emotion_lab",)
 ENCODER_PREFIX = "net.encoder."
 # A checkpoint's full sets of module weights: Lightning's, and the raw weights a WeightAveraging callback keeps.
 WEIGHT_SETS = ("state_dict", "current_model_state")
-DATAMODULE_STATE = "EmotionDataModule"  # where Lightning keeps the datamodule's state in a checkpoint
 
 
 def _within(module: str, package: str) -> bool:
@@ -182,5 +181,7 @@ def checkpoint_network(
 
 def checkpoint_spelling_words(checkpoint: dict, source: Path) -> dict[str, int] | None:
     """The spelling step's training words a checkpoint of a run with `data.spelling` carries, checked, or None."""
-    words = checkpoint.get(DATAMODULE_STATE, {}).get(SPELLING_KEY)
+    # Lightning keys a datamodule's state by its class name: a subclass of EmotionDataModule has its own.
+    states = [value for value in checkpoint.values() if isinstance(value, dict) and SPELLING_KEY in value]
+    words = states[0][SPELLING_KEY] if states else None
     return WordRecognizer.checked_counts(words, str(source)) if words is not None else None

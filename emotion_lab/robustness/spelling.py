@@ -10,8 +10,8 @@ and one such word flips about one label in ten. Correcting the word first (Pruth
 - it is read as the training word one edit away (a letter dropped, added, replaced or two swapped) that
   the training split uses most (symspellpy's lookup); with none, it stays as written;
 - only lower-case words of `MIN_LETTERS` letters or more, or such a word capitalised at the start of a
-  sentence, are corrected: names, acronyms, mentions, hashtags, links and words with digits or
-  apostrophes are left alone. The corrected word keeps the case it was written in.
+  sentence, are corrected: capitalised words inside a sentence (names), acronyms, mentions, hashtags,
+  links and words with digits or apostrophes are left alone. The corrected word keeps the case it was written in.
 
 The dictionary is the training split's word counts, saved as `words.tsv` beside the model's weights
 (`word<TAB>count` lines, read as data).
@@ -38,7 +38,8 @@ SPELLING_KEY = "spelling_words"  # where a checkpoint's datamodule state keeps t
 ENGLISH_WORDS = "frequency_dictionary_en_82_765.txt"  # shipped with symspellpy: "word count" lines
 
 _TRAINING_WORD = re.compile(r"[a-z]+")
-_ENTRY_WORD = re.compile(r"[a-z]{1,100}")
+MAX_WORD_LETTERS = 100
+_ENTRY_WORD = re.compile(rf"[a-z]{{1,{MAX_WORD_LETTERS}}}")
 _COUNT = re.compile(r"[0-9]{1,18}")
 _SPACE = re.compile(r"(\s+)")
 _CLOSING = "\"')]"
@@ -55,8 +56,8 @@ def english_words() -> frozenset[str]:
 
 
 def training_words(texts: Iterable[str]) -> Counter:
-    """How often each lower-case word occurs in `texts` (the training split)."""
-    return Counter(word for text in texts for word in _TRAINING_WORD.findall(text.lower()))
+    """How often each lower-case word (of at most 100 letters) occurs in `texts` (the training split)."""
+    return Counter(w for text in texts for w in _TRAINING_WORD.findall(text.lower()) if len(w) <= MAX_WORD_LETTERS)
 
 
 class WordRecognizer:
@@ -67,7 +68,9 @@ class WordRecognizer:
         never corrected (e.g. the tokenizer's whole words)."""
         self.counts = {word: int(count) for word, count in counts.items()}
         self._symspell = SymSpell(max_dictionary_edit_distance=MAX_EDITS)
-        for word, count in self.counts.items():
+        # symspellpy breaks ties of distance and count by insertion order: sorted, a run's own step and its
+        # model folder's (words.tsv is sorted) choose alike.
+        for word, count in sorted(self.counts.items()):
             self._symspell.create_dictionary_entry(word, count)
         self._known = set(known) | english_words()
 

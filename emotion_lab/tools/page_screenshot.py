@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             predictor,
             limits,
             card=card.read_text() if card.is_file() else "",
-            explainer=ExplainWorker(args.model, limits, args.trust_module),
+            explainer=ExplainWorker(args.model, limits, args.trust_module, spelling=args.spelling),
         )
         with serving(app) as url, chromium(viewport={"width": args.width, "height": 900}) as browser:
             wait_for_explanations(url)

@@ -59,8 +59,22 @@ def test_reading_twice_changes_nothing_more(recognizer):
     rng = random.Random(0)
     for i in range(200):
         text = PERTURBATIONS["typo"](rng.choice(TRAINING), seeded(i), known=recognizer.counts)
+        text = PERTURBATIONS[rng.choice(["sentence_case", "punctuation", "mention"])](text, seeded(i))
         once = recognizer(text)
         assert recognizer(once) == once
+
+
+def test_ties_are_broken_alike_in_training_and_in_a_saved_folder(tmp_path):
+    # "stare" and "scare" are one edit from "sare" with equal counts: whichever order training met them in,
+    # the step and the one a saved words.tsv rebuilds choose the same word.
+    counts = {"stare": 2, "scare": 2}
+    trained, reordered = WordRecognizer(counts), WordRecognizer(dict(reversed(counts.items())))
+    loaded = WordRecognizer(WordRecognizer.read_counts(trained.save(tmp_path)))
+    assert trained.correct_word("sare") == loaded.correct_word("sare") == reordered.correct_word("sare")
+
+
+def test_a_very_long_training_word_is_left_out_of_the_dictionary():
+    assert training_words(["ha" * 60 + " happy"]) == {"happy": 1}
 
 
 def test_the_english_word_list_is_the_shipped_one():

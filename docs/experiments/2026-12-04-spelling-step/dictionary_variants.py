@@ -4,7 +4,7 @@ prototype of the step, for four dictionary variants (symspellpy, one edit):
 
 - train:   correct words outside (training words + tokenizer whole words) to the most frequent training word
 - train4:  the same, words of 4+ letters only
-- english: symspellpy's English frequency list (82,765 words, its counts) as the dictionary
+- english: symspellpy's English frequency list (82,834 words, its counts) as the dictionary
 - both:    the training words and the English list together, English counts
 - guard:   as train, and words of the English list are never corrected (what emotion_lab ships)
 
