@@ -22,7 +22,6 @@ from emotion_lab.data.teacher_logits import TeacherLogits
 from emotion_lab.encoders.loading import load_tokenizer
 from emotion_lab.errors import ConfigError
 from emotion_lab.labels import LABELS
-from emotion_lab.robustness.perturb import vocabulary_words
 from emotion_lab.robustness.spelling import SPELLING_KEY, WordRecognizer, training_words
 
 log = logging.getLogger(__name__)
@@ -187,7 +186,7 @@ class EmotionDataModule(L.LightningDataModule):
         self._spelling_words = dict(counts)
 
     def _spelling(self, counts: Mapping[str, int]) -> WordRecognizer:
-        spelling = WordRecognizer(counts, known=vocabulary_words(self.tokenizer))
+        spelling = WordRecognizer.for_tokenizer(counts, self.tokenizer)
         log.info("spelling: %d training words; e.g. %r", len(spelling.counts), spelling("i feel scaerd and lnoely"))
         return spelling
 

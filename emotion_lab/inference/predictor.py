@@ -46,7 +46,6 @@ from emotion_lab.models.loading import (
     checkpoint_spelling_words,
     read_checkpoint,
 )
-from emotion_lab.robustness.perturb import vocabulary_words
 from emotion_lab.robustness.spelling import DICTIONARY_FILE, WordRecognizer
 
 FORMAT_VERSION = 1
@@ -243,7 +242,7 @@ class EmotionPredictor:
             _check_max_length(max_length, path)
             temperature = _temperature(checkpoint, path)
             counts = checkpoint_spelling_words(checkpoint, path) if spelling else None
-            spelling = WordRecognizer(counts, known=vocabulary_words(tokenizer)) if counts else None
+            spelling = WordRecognizer.for_tokenizer(counts, tokenizer) if counts else None
         except UserInputError:
             raise
         except Exception as err:
@@ -430,7 +429,7 @@ def _folder_spelling(folder: Path, config: dict, tokenizer) -> WordRecognizer | 
         raise ModelLoadError(f"{folder / CONFIG_FILE}: spelling={name!r}: allowed: {DICTIONARY_FILE!r}")
     if not (folder / name).is_file():
         raise ModelLoadError(f"{folder}: {CONFIG_FILE} names a spelling dictionary, but {name} is missing")
-    return WordRecognizer(WordRecognizer.read_counts(folder / name), known=vocabulary_words(tokenizer))
+    return WordRecognizer.for_tokenizer(WordRecognizer.read_counts(folder / name), tokenizer)
 
 
 def _check_max_length(length, where: Path) -> int:

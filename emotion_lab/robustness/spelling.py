@@ -29,6 +29,7 @@ from pathlib import Path
 from symspellpy import SymSpell, Verbosity
 
 from emotion_lab.errors import ModelLoadError
+from emotion_lab.robustness.perturb import vocabulary_words
 
 DICTIONARY_FILE = "words.tsv"
 HEADER = "word\tcount"
@@ -72,10 +73,15 @@ class WordRecognizer:
         # model folder's (words.tsv is sorted) choose alike.
         for word, count in sorted(self.counts.items()):
             self._symspell.create_dictionary_entry(word, count)
-        self._known = set(known) | english_words()
+        self._known = frozenset(known)
 
     def knows(self, word: str) -> bool:
-        return word in self.counts or word in self._known
+        return word in self.counts or word in self._known or word in english_words()
+
+    @classmethod
+    def for_tokenizer(cls, counts: Mapping[str, int], tokenizer) -> WordRecognizer:
+        """The step of a model with this tokenizer: its whole words are never corrected."""
+        return cls(counts, known=vocabulary_words(tokenizer))
 
     def correct_word(self, word: str) -> str:
         """The training word a lower-case `word` most likely meant, or `word` when it is known or has none."""
