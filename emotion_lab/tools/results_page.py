@@ -3,6 +3,7 @@
     python -m emotion_lab.tools.results_page --add outputs/bench/<time>   # commit a finished table
     python -m emotion_lab.tools.results_page                            # regenerate docs/results.md
     python -m emotion_lab.tools.results_page --combine docs/results/serving/<folder>   # one table over its runs
+    python -m emotion_lab.tools.results_page --combine docs/results/robustness/<folder> # behaviour reports, by arm
 
 A benchmark folder's results.md and results.json (written by `python -m emotion_lab.tools.bench`,
 which calls this with `--publish`) are copied unchanged into docs/results/<date>_<commit>/, named
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -133,10 +136,26 @@ def render(docs: Path | None = None) -> Path:
     if len(folders) > 1:
         lines += ["", "## Earlier results", ""]
         lines += [f"- [{p.name}]({p.relative_to(docs)}/results.md)" for p in reversed(folders[:-1])]
+    lines += robustness(docs)
     lines += other_measurements(docs)
     page = docs / "results.md"
     write_text(page, repo_relative("\n".join(lines) + "\n"))
     return page
+
+
+def robustness(docs: Path) -> list[str]:
+    """The newest combined behaviour table (docs/results/robustness/<date>_<name>/results.md), shown whole."""
+    tables = sorted(
+        page
+        for page in (docs / "results" / "robustness").glob("*/results.md")
+        if page.read_text().startswith(COMBINED.split("{")[0]) and "behaviour suite" in page.read_text()
+    )
+    if not tables:
+        return []
+    link = tables[-1].parent.relative_to(docs)
+    body = tables[-1].read_text().split("\n", 1)[1].strip().replace("](notes.md)", f"]({link}/notes.md)")
+    source = f"From [{link}/results.md]({link}/results.md) (generated from the runs' files there)."
+    return ["", "## Robustness", "", source, "", body]
 
 
 def other_measurements(docs: Path) -> list[str]:
@@ -190,18 +209,79 @@ def _probe_rows(runs: list[tuple[str, dict[str, Any]]]) -> str:
     return markdown_table(["run", *kinds], cells)
 
 
+def _arm(run: str) -> str:
+    """A behaviour run's arm: its folder name without the training seed (`recipe_s42` -> `recipe`)."""
+    return re.sub(r"_s\d+$", "", run)
+
+
+def _behaviour_rows(runs: list[tuple[str, dict[str, Any]]]) -> str:
+    """One row per behaviour suite report, then the mean of each arm that has more than one seed."""
+    extra = sorted({name for _, r in runs for name in r["extra_eval"]})
+    header = ["run", "weighted / macro F1", "one typo: weighted F1 / flipped", "written tests failed: all / negation"]
+    header += [f"{name} weighted / macro F1" for name in extra]
+
+    def numbers(reports: list[dict[str, Any]]) -> dict[str, float | None]:
+        values = [
+            {
+                "clean": r["clean"]["f1_weighted"],
+                "clean_macro": r["clean"]["f1_macro"],
+                **{
+                    k: r["summary"].get(k)
+                    for k in ("typo_f1_weighted", "typo_flip_rate", "mft_failure_rate", "negation_failure_rate")
+                },
+                **{f"{n}/{k}": r["extra_eval"].get(n, {}).get(k) for n in extra for k in ("f1_weighted", "f1_macro")},
+            }
+            for r in reports
+        ]
+        keys = values[0]
+        # A mean over fewer reports than the arm has would pass for the arm's: none at all instead.
+        return {k: None if any(v[k] is None for v in values) else statistics.fmean(v[k] for v in values) for k in keys}
+
+    def cells(name: str, n: dict[str, float | None]) -> list[str]:
+        def f(key: str) -> str:
+            return "–" if n[key] is None else f"{n[key]:.4f}"
+
+        def pct(key: str) -> str:
+            return "–" if n[key] is None else f"{100 * n[key]:.2f}%"
+
+        row = [name, f"{f('clean')} / {f('clean_macro')}", f"{f('typo_f1_weighted')} / {pct('typo_flip_rate')}"]
+        row += [f"{pct('mft_failure_rate')} / {pct('negation_failure_rate')}"]
+        return row + [f"{f(f'{e}/f1_weighted')} / {f(f'{e}/f1_macro')}" for e in extra]
+
+    rows = [cells(f"`{name}`", numbers([r])) for name, r in runs]
+    arms: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for name, r in runs:
+        arms.setdefault(_arm(name), []).append((name, r))
+    for arm, members in arms.items():
+        if len(members) > 1:
+            seeds = ", ".join(name.rsplit("_s", 1)[1] for name, _ in members)
+            rows.append(cells(f"`{arm}`: mean of seeds {seeds}", numbers([r for _, r in members])))
+    return markdown_table(header, rows)
+
+
 def combine(folder: Path) -> Path:
-    """<folder>/results.md: the tables over the load_test runs (results.json) below it, none assembled by hand."""
+    """<folder>/results.md: the tables over the load_test runs or behaviour suite reports (results.json)
+    below it, none assembled by hand."""
     page = folder / "results.md"
     if page.is_file() and not page.read_text().startswith(COMBINED.split("`")[0]):
         raise ValueError(f"{page} was not written by --combine: move what it says to notes.md first")
     found = sorted(folder.glob("*/**/results.json"))
     runs = [(p.parent.relative_to(folder).as_posix(), json.loads(p.read_text())) for p in found]
     if not runs:
-        raise FileNotFoundError(f"no load_test results.json below {folder}")
+        raise FileNotFoundError(f"no load_test or behaviour results.json below {folder}")
     lines = [COMBINED.format(folder=repo_relative(str(folder.resolve()))), ""]
     if (folder / "notes.md").is_file():
         lines += ["What was run and why: [notes.md](notes.md); each run's command, code and machine: its JSON.", ""]
+    behaviour = [(name, r) for name, r in runs if "summary" in r]
+    if behaviour:
+        texts = ", ".join(sorted({f"`{r['meta']['texts']}`" for _, r in behaviour}))
+        lines += [
+            f"The behaviour suite, one row per run (each folder's results.json), over {texts}: weighted / macro "
+            "F1 as written, under one typo per sentence, the written sentences that failed, and each "
+            "evaluation-only set. An arm's mean is over its runs `<arm>_s<seed>`.",
+            "",
+            _behaviour_rows(behaviour),
+        ]
     load = [(name, r) for name, r in runs if "rows" in r]
     probes = [(name, r) for name, r in runs if "probe" in r]
     if load:
@@ -222,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--add", type=Path, help="a finished benchmark folder (with results.json) to publish")
-    what.add_argument("--combine", type=Path, help="a folder of load_test runs: write its results.md from them")
+    what.add_argument(
+        "--combine", type=Path, help="a folder of load_test runs or behaviour reports: its results.md from them"
+    )
     args = parser.parse_args(argv)
     try:
         if not args.combine:  # the committed docs/results: a checkout's

@@ -89,6 +89,17 @@ def test_publish_flag_and_results_page_command(tmp_path, data_dir, tiny_encoder,
     assert results_page.main([]) == 0
     page = (tmp_path / "docs" / "results.md").read_text()
     assert "- ablations: [2026-01-01_abc1234](results/ablations/2026-01-01_abc1234/report.md)" in page
+    # The newest combined behaviour table is shown on the page itself, as generated.
+    for day, f1 in (("2026-01-01", 0.5), ("2026-01-02", 0.75)):
+        _behaviour_report(tmp_path / "docs" / "results" / "robustness" / f"{day}_ab" / "recipe_s1", f1, 0.1)
+        (tmp_path / "docs" / "results" / "robustness" / f"{day}_ab" / "notes.md").write_text("# what ran\n")
+        results_page.combine(tmp_path / "docs" / "results" / "robustness" / f"{day}_ab")
+    assert results_page.main([]) == 0
+    page = (tmp_path / "docs" / "results.md").read_text()
+    table = (tmp_path / "docs" / "results" / "robustness" / "2026-01-02_ab" / "results.md").read_text()
+    assert "## Robustness" in page and "| `recipe_s1` | 0.7500" in page and "| `recipe_s1` | 0.5000" not in page
+    assert table.split("\n", 1)[1].split("\n\n", 2)[2].strip() in page  # below the header and notes lines
+    assert "[notes.md](results/robustness/2026-01-02_ab/notes.md)" in page  # its link still leads there
 
 
 def test_table_grows_over_invocations_and_reuses_only_unchanged_runs(tmp_path, data_dir, tiny_encoder, monkeypatch):
@@ -213,6 +224,38 @@ def test_combine_writes_one_table_over_the_load_test_runs_below_a_folder(tmp_pat
     (tmp_path / "results.md").write_text("# by hand\n")
     assert results_page.main(["--combine", str(tmp_path)]) == 2
     assert (tmp_path / "results.md").read_text() == "# by hand\n"
+
+
+def _behaviour_report(folder: Path, f1: float, flips: float, extra: float | None = None) -> None:
+    folder.mkdir(parents=True)
+    report = {"meta": {"texts": "test.txt"}, "clean": {"f1_weighted": f1, "f1_macro": f1 - 0.1}, "extra_eval": {}}
+    report["summary"] = {"typo_f1_weighted": f1 - 0.05, "typo_flip_rate": flips, "mft_failure_rate": 0.25,
+                         "negation_failure_rate": 0.5}  # fmt: skip
+    if extra is not None:
+        report["extra_eval"]["reddit"] = {"f1_weighted": extra, "f1_macro": extra - 0.1}
+    (folder / "results.json").write_text(json.dumps(report))
+
+
+def test_combine_writes_one_row_per_behaviour_report_and_each_arms_mean(tmp_path):
+    from emotion_lab.tools import results_page
+
+    _behaviour_report(tmp_path / "recipe_s42", 0.93, 0.1, extra=0.3)
+    _behaviour_report(tmp_path / "recipe_s43", 0.91, 0.12, extra=0.4)
+    _behaviour_report(tmp_path / "noise_s42", 0.92, 0.004, extra=0.5)
+    _behaviour_report(tmp_path / "noise_s43", 0.94, 0.006)  # scored without the extra set
+    _behaviour_report(tmp_path / "noise_s42_no_spelling", 0.9, 0.07, extra=0.45)
+    assert results_page.main(["--combine", str(tmp_path)]) == 0
+    rows = [line for line in (tmp_path / "results.md").read_text().splitlines() if line.startswith("| `")]
+    assert rows == [
+        "| `noise_s42` | 0.9200 / 0.8200 | 0.8700 / 0.40% | 25.00% / 50.00% | 0.5000 / 0.4000 |",
+        "| `noise_s42_no_spelling` | 0.9000 / 0.8000 | 0.8500 / 7.00% | 25.00% / 50.00% | 0.4500 / 0.3500 |",
+        "| `noise_s43` | 0.9400 / 0.8400 | 0.8900 / 0.60% | 25.00% / 50.00% | – / – |",
+        "| `recipe_s42` | 0.9300 / 0.8300 | 0.8800 / 10.00% | 25.00% / 50.00% | 0.3000 / 0.2000 |",
+        "| `recipe_s43` | 0.9100 / 0.8100 | 0.8600 / 12.00% | 25.00% / 50.00% | 0.4000 / 0.3000 |",
+        # An arm's mean is over its seeds only, and a set not every seed was scored on has none.
+        "| `noise`: mean of seeds 42, 43 | 0.9300 / 0.8300 | 0.8800 / 0.50% | 25.00% / 50.00% | – / – |",
+        "| `recipe`: mean of seeds 42, 43 | 0.9200 / 0.8200 | 0.8700 / 11.00% | 25.00% / 50.00% | 0.3500 / 0.2500 |",
+    ]
 
 
 def test_committed_combined_tables_are_their_files_output(tmp_path):

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from emotion_lab.utils.config import compose_train, mixed_precision
 
@@ -43,3 +44,11 @@ def test_recipe_precision_is_resolved_per_machine(tmp_path, monkeypatch, cpu_wit
     cfg = compose_train(["experiment=best_cpu"], tmp_path)
     assert cfg.trainer.precision == "32-true"
     assert compose_train(["experiment=best_cpu", "trainer=gpu"], tmp_path).trainer.precision == "bf16-mixed"
+
+
+def test_the_robust_recipe_is_the_recipe_with_noise_and_the_spelling_step(tmp_path):
+    recipe, robust = (compose_train([f"experiment={name}"], tmp_path) for name in ("best_cpu", "robust_cpu"))
+    assert robust.data.noise.enabled and robust.data.spelling and not recipe.data.spelling
+    for cfg in (recipe, robust):  # nothing else may differ, or the A/B it was chosen by does not hold
+        cfg.data.noise.enabled, cfg.data.spelling, cfg.task_name = True, True, "-"
+    assert OmegaConf.to_yaml(recipe) == OmegaConf.to_yaml(robust)
