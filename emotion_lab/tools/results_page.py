@@ -209,14 +209,15 @@ def _probe_rows(runs: list[tuple[str, dict[str, Any]]]) -> str:
     return markdown_table(["run", *kinds], cells)
 
 
-def _arm(run: str) -> str:
-    """A behaviour run's arm: its folder name without the training seed (`recipe_s42` -> `recipe`)."""
-    return re.sub(r"_s\d+$", "", run)
+def _arm(run: str) -> tuple[str, int] | None:
+    """A behaviour run's arm and training seed from its folder name (`recipe_s42` -> `recipe`, 42)."""
+    found = re.fullmatch(r"(.+)_s(\d+)", run)
+    return (found[1], int(found[2])) if found else None
 
 
 def _behaviour_rows(runs: list[tuple[str, dict[str, Any]]]) -> str:
     """One row per behaviour suite report, then the mean of each arm that has more than one seed."""
-    extra = sorted({name for _, r in runs for name in r["extra_eval"]})
+    extra = sorted({name for _, r in runs for name in r.get("extra_eval", {})})
     header = ["run", "weighted / macro F1", "one typo: weighted F1 / flipped", "written tests failed: all / negation"]
     header += [f"{name} weighted / macro F1" for name in extra]
 
@@ -229,7 +230,11 @@ def _behaviour_rows(runs: list[tuple[str, dict[str, Any]]]) -> str:
                     k: r["summary"].get(k)
                     for k in ("typo_f1_weighted", "typo_flip_rate", "mft_failure_rate", "negation_failure_rate")
                 },
-                **{f"{n}/{k}": r["extra_eval"].get(n, {}).get(k) for n in extra for k in ("f1_weighted", "f1_macro")},
+                **{
+                    f"{n}/{k}": r.get("extra_eval", {}).get(n, {}).get(k)
+                    for n in extra
+                    for k in ("f1_weighted", "f1_macro")
+                },
             }
             for r in reports
         ]
@@ -249,12 +254,15 @@ def _behaviour_rows(runs: list[tuple[str, dict[str, Any]]]) -> str:
         return row + [f"{f(f'{e}/f1_weighted')} / {f(f'{e}/f1_macro')}" for e in extra]
 
     rows = [cells(f"`{name}`", numbers([r])) for name, r in runs]
-    arms: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    # Seeds of one arm are averaged only over the same texts; a name without `_s<seed>` is no arm's.
+    arms: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = {}
     for name, r in runs:
-        arms.setdefault(_arm(name), []).append((name, r))
-    for arm, members in arms.items():
+        if (arm := _arm(name)) is not None:
+            arms.setdefault((arm[0], r.get("meta", {}).get("texts", "")), []).append((arm[1], r))
+    for (arm, _), members in sorted(arms.items()):
         if len(members) > 1:
-            seeds = ", ".join(name.rsplit("_s", 1)[1] for name, _ in members)
+            members.sort(key=lambda m: m[0])
+            seeds = ", ".join(str(seed) for seed, _ in members)
             rows.append(cells(f"`{arm}`: mean of seeds {seeds}", numbers([r for _, r in members])))
     return markdown_table(header, rows)
 
@@ -267,14 +275,14 @@ def combine(folder: Path) -> Path:
         raise ValueError(f"{page} was not written by --combine: move what it says to notes.md first")
     found = sorted(folder.glob("*/**/results.json"))
     runs = [(p.parent.relative_to(folder).as_posix(), json.loads(p.read_text())) for p in found]
-    if not runs:
+    if not any("rows" in r or "probe" in r or "summary" in r for _, r in runs):
         raise FileNotFoundError(f"no load_test or behaviour results.json below {folder}")
     lines = [COMBINED.format(folder=repo_relative(str(folder.resolve()))), ""]
     if (folder / "notes.md").is_file():
         lines += ["What was run and why: [notes.md](notes.md); each run's command, code and machine: its JSON.", ""]
-    behaviour = [(name, r) for name, r in runs if "summary" in r]
+    behaviour = [(name, r) for name, r in runs if "summary" in r and "clean" in r]
     if behaviour:
-        texts = ", ".join(sorted({f"`{r['meta']['texts']}`" for _, r in behaviour}))
+        texts = ", ".join(sorted({f"`{r.get('meta', {}).get('texts', '?')}`" for _, r in behaviour}))
         lines += [
             f"The behaviour suite, one row per run (each folder's results.json), over {texts}: weighted / macro "
             "F1 as written, under one typo per sentence, the written sentences that failed, and each "

@@ -226,11 +226,11 @@ def test_combine_writes_one_table_over_the_load_test_runs_below_a_folder(tmp_pat
     assert (tmp_path / "results.md").read_text() == "# by hand\n"
 
 
-def _behaviour_report(folder: Path, f1: float, flips: float, extra: float | None = None) -> None:
+def _behaviour_report(folder: Path, f1: float, flips: float, extra: float | None = None, texts: str = "test.txt"):
     folder.mkdir(parents=True)
-    report = {"meta": {"texts": "test.txt"}, "clean": {"f1_weighted": f1, "f1_macro": f1 - 0.1}, "extra_eval": {}}
-    report["summary"] = {"typo_f1_weighted": f1 - 0.05, "typo_flip_rate": flips, "mft_failure_rate": 0.25,
-                         "negation_failure_rate": 0.5}  # fmt: skip
+    report = {"meta": {"texts": texts}, "clean": {"f1_weighted": f1, "f1_macro": f1 - 0.1}, "extra_eval": {}}
+    report["summary"] = {"typo_f1_weighted": f1 - 0.05, "typo_flip_rate": flips, "mft_failure_rate": flips * 2,
+                         "negation_failure_rate": flips * 4}  # fmt: skip
     if extra is not None:
         report["extra_eval"]["reddit"] = {"f1_weighted": extra, "f1_macro": extra - 0.1}
     (folder / "results.json").write_text(json.dumps(report))
@@ -239,22 +239,24 @@ def _behaviour_report(folder: Path, f1: float, flips: float, extra: float | None
 def test_combine_writes_one_row_per_behaviour_report_and_each_arms_mean(tmp_path):
     from emotion_lab.tools import results_page
 
-    _behaviour_report(tmp_path / "recipe_s42", 0.93, 0.1, extra=0.3)
+    _behaviour_report(tmp_path / "recipe_s100", 0.93, 0.1, extra=0.3)
     _behaviour_report(tmp_path / "recipe_s43", 0.91, 0.12, extra=0.4)
+    _behaviour_report(tmp_path / "recipe_s44", 0.5, 0.5, extra=0.5, texts="val.txt")  # other texts: no mean with
     _behaviour_report(tmp_path / "noise_s42", 0.92, 0.004, extra=0.5)
     _behaviour_report(tmp_path / "noise_s43", 0.94, 0.006)  # scored without the extra set
-    _behaviour_report(tmp_path / "noise_s42_no_spelling", 0.9, 0.07, extra=0.45)
+    _behaviour_report(tmp_path / "noise_s42_no_spelling", 0.9, 0.07, extra=0.45)  # no seed: no arm
     assert results_page.main(["--combine", str(tmp_path)]) == 0
     rows = [line for line in (tmp_path / "results.md").read_text().splitlines() if line.startswith("| `")]
     assert rows == [
-        "| `noise_s42` | 0.9200 / 0.8200 | 0.8700 / 0.40% | 25.00% / 50.00% | 0.5000 / 0.4000 |",
-        "| `noise_s42_no_spelling` | 0.9000 / 0.8000 | 0.8500 / 7.00% | 25.00% / 50.00% | 0.4500 / 0.3500 |",
-        "| `noise_s43` | 0.9400 / 0.8400 | 0.8900 / 0.60% | 25.00% / 50.00% | – / – |",
-        "| `recipe_s42` | 0.9300 / 0.8300 | 0.8800 / 10.00% | 25.00% / 50.00% | 0.3000 / 0.2000 |",
-        "| `recipe_s43` | 0.9100 / 0.8100 | 0.8600 / 12.00% | 25.00% / 50.00% | 0.4000 / 0.3000 |",
-        # An arm's mean is over its seeds only, and a set not every seed was scored on has none.
-        "| `noise`: mean of seeds 42, 43 | 0.9300 / 0.8300 | 0.8800 / 0.50% | 25.00% / 50.00% | – / – |",
-        "| `recipe`: mean of seeds 42, 43 | 0.9200 / 0.8200 | 0.8700 / 11.00% | 25.00% / 50.00% | 0.3500 / 0.2500 |",
+        "| `noise_s42` | 0.9200 / 0.8200 | 0.8700 / 0.40% | 0.80% / 1.60% | 0.5000 / 0.4000 |",
+        "| `noise_s42_no_spelling` | 0.9000 / 0.8000 | 0.8500 / 7.00% | 14.00% / 28.00% | 0.4500 / 0.3500 |",
+        "| `noise_s43` | 0.9400 / 0.8400 | 0.8900 / 0.60% | 1.20% / 2.40% | – / – |",
+        "| `recipe_s100` | 0.9300 / 0.8300 | 0.8800 / 10.00% | 20.00% / 40.00% | 0.3000 / 0.2000 |",
+        "| `recipe_s43` | 0.9100 / 0.8100 | 0.8600 / 12.00% | 24.00% / 48.00% | 0.4000 / 0.3000 |",
+        "| `recipe_s44` | 0.5000 / 0.4000 | 0.4500 / 50.00% | 100.00% / 200.00% | 0.5000 / 0.4000 |",
+        # An arm's mean is over its seeds on the same texts, and a set not every seed was scored on has none.
+        "| `noise`: mean of seeds 42, 43 | 0.9300 / 0.8300 | 0.8800 / 0.50% | 1.00% / 2.00% | – / – |",
+        "| `recipe`: mean of seeds 43, 100 | 0.9200 / 0.8200 | 0.8700 / 11.00% | 22.00% / 44.00% | 0.3500 / 0.2500 |",
     ]
 
 

@@ -48,7 +48,8 @@ def test_recipe_precision_is_resolved_per_machine(tmp_path, monkeypatch, cpu_wit
 
 def test_the_robust_recipe_is_the_recipe_with_noise_and_the_spelling_step(tmp_path):
     recipe, robust = (compose_train([f"experiment={name}"], tmp_path) for name in ("best_cpu", "robust_cpu"))
-    assert robust.data.noise.enabled and robust.data.spelling and not recipe.data.spelling
+    assert robust.data.noise.enabled and robust.data.spelling
+    assert not recipe.data.noise.enabled and not recipe.data.spelling
     for cfg in (recipe, robust):  # nothing else may differ, or the A/B it was chosen by does not hold
         cfg.data.noise.enabled, cfg.data.spelling, cfg.task_name = True, True, "-"
     assert OmegaConf.to_yaml(recipe) == OmegaConf.to_yaml(robust)
