@@ -213,7 +213,9 @@ def test_every_experiment_composes_and_builds(experiment, tmp_path, tiny_encoder
 
 
 def test_experiments_exist():
-    assert {"best_cpu", "best_gpu", "cached_head", "distilled_cpu", "seed_paper", "teacher_mpnet"} == set(EXPERIMENTS)
+    assert {"best_cpu", "best_gpu", "cached_head", "distilled_cpu", "robust_cpu", "seed_paper", "teacher_mpnet"} == set(
+        EXPERIMENTS
+    )
 
 
 @pytest.mark.slow

@@ -21,6 +21,10 @@ from emotion_lab.tools.results_page import publish
 from emotion_lab.utils.config import CONFIG_DIR, compose_train
 from tests.conftest import QUIET
 
+# What no bench test reads: each run's figures, and (outside the first test) the out-of-domain set.
+NO_FIGURES = ["callbacks.run_figures=null"]
+LEAN = [*NO_FIGURES, "data.extra_eval={}"]
+
 
 @pytest.mark.slow
 def test_quick_bench_writes_every_row(tmp_path, data_dir, tiny_encoder):
@@ -34,6 +38,7 @@ def test_quick_bench_writes_every_row(tmp_path, data_dir, tiny_encoder):
             f"data.dir={data_dir}",
             f"model.net.encoder_name={tiny_encoder}",
             *QUIET,
+            *NO_FIGURES,
         ]
     )
     assert code == 0
@@ -75,7 +80,7 @@ def test_publish_flag_and_results_page_command(tmp_path, data_dir, tiny_encoder,
     monkeypatch.setattr(results_page, "DOCS", tmp_path / "docs")
     out = tmp_path / "bench"
     args = ["--quick", "--rows", "no_lstm", "--seeds", "1", "--out", str(out), "--publish"]
-    assert main([*args, f"data.dir={data_dir}", f"model.net.encoder_name={tiny_encoder}", *QUIET]) == 0
+    assert main([*args, f"data.dir={data_dir}", f"model.net.encoder_name={tiny_encoder}", *QUIET, *LEAN]) == 0
     (published,) = (tmp_path / "docs" / "results").iterdir()
     assert (published / "results.json").read_text() == (out / "results.json").read_text()
     (tmp_path / "docs" / "results.md").unlink()
@@ -106,7 +111,7 @@ def test_table_grows_over_invocations_and_reuses_only_unchanged_runs(tmp_path, d
     import emotion_lab.train
 
     common = ["--quick", "--seeds", "1", "--out", str(tmp_path)]
-    common += [f"data.dir={data_dir}", f"model.net.encoder_name={tiny_encoder}", *QUIET]
+    common += [f"data.dir={data_dir}", f"model.net.encoder_name={tiny_encoder}", *QUIET, *LEAN]
 
     def table() -> dict:
         return {r["row"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
