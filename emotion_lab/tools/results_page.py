@@ -145,15 +145,12 @@ def render(docs: Path | None = None) -> Path:
 
 def robustness(docs: Path) -> list[str]:
     """The newest combined behaviour table (docs/results/robustness/<date>_<name>/results.md), shown whole."""
-    tables = sorted(
-        page
-        for page in (docs / "results" / "robustness").glob("*/results.md")
-        if page.read_text().startswith(COMBINED.split("{")[0]) and "behaviour suite" in page.read_text()
-    )
+    pages = {page: page.read_text() for page in (docs / "results" / "robustness").glob("*/results.md")}
+    tables = sorted(page for page, text in pages.items() if text.startswith(COMBINED.split("{")[0]))
     if not tables:
         return []
     link = tables[-1].parent.relative_to(docs)
-    body = tables[-1].read_text().split("\n", 1)[1].strip().replace("](notes.md)", f"]({link}/notes.md)")
+    body = pages[tables[-1]].split("\n", 1)[1].strip().replace("](notes.md)", f"]({link}/notes.md)")
     source = f"From [{link}/results.md]({link}/results.md) (generated from the runs' files there)."
     return ["", "## Robustness", "", source, "", body]
 
@@ -221,26 +218,23 @@ def _behaviour_rows(runs: list[tuple[str, dict[str, Any]]]) -> str:
     header = ["run", "weighted / macro F1", "one typo: weighted F1 / flipped", "written tests failed: all / negation"]
     header += [f"{name} weighted / macro F1" for name in extra]
 
+    keys = [
+        "clean_f1_weighted",
+        "clean_f1_macro",
+        "typo_f1_weighted",
+        "typo_flip_rate",
+        "mft_failure_rate",
+        "negation_failure_rate",
+        *(f"{e}_{kind}" for e in extra for kind in ("f1_weighted", "f1_macro")),
+    ]
+
     def numbers(reports: list[dict[str, Any]]) -> dict[str, float | None]:
-        values = [
-            {
-                "clean": r["clean"]["f1_weighted"],
-                "clean_macro": r["clean"]["f1_macro"],
-                **{
-                    k: r["summary"].get(k)
-                    for k in ("typo_f1_weighted", "typo_flip_rate", "mft_failure_rate", "negation_failure_rate")
-                },
-                **{
-                    f"{n}/{k}": r.get("extra_eval", {}).get(n, {}).get(k)
-                    for n in extra
-                    for k in ("f1_weighted", "f1_macro")
-                },
-            }
-            for r in reports
-        ]
-        keys = values[0]
+        # The suite's summary holds every column but the clean macro F1.
+        values = [{**r["summary"], "clean_f1_macro": r["clean"]["f1_macro"]} for r in reports]
         # A mean over fewer reports than the arm has would pass for the arm's: none at all instead.
-        return {k: None if any(v[k] is None for v in values) else statistics.fmean(v[k] for v in values) for k in keys}
+        return {
+            k: None if any(v.get(k) is None for v in values) else statistics.fmean(v[k] for v in values) for k in keys
+        }
 
     def cells(name: str, n: dict[str, float | None]) -> list[str]:
         def f(key: str) -> str:
@@ -249,9 +243,10 @@ def _behaviour_rows(runs: list[tuple[str, dict[str, Any]]]) -> str:
         def pct(key: str) -> str:
             return "–" if n[key] is None else f"{100 * n[key]:.2f}%"
 
-        row = [name, f"{f('clean')} / {f('clean_macro')}", f"{f('typo_f1_weighted')} / {pct('typo_flip_rate')}"]
+        row = [name, f"{f('clean_f1_weighted')} / {f('clean_f1_macro')}"]
+        row += [f"{f('typo_f1_weighted')} / {pct('typo_flip_rate')}"]
         row += [f"{pct('mft_failure_rate')} / {pct('negation_failure_rate')}"]
-        return row + [f"{f(f'{e}/f1_weighted')} / {f(f'{e}/f1_macro')}" for e in extra]
+        return row + [f"{f(f'{e}_f1_weighted')} / {f(f'{e}_f1_macro')}" for e in extra]
 
     rows = [cells(f"`{name}`", numbers([r])) for name, r in runs]
     # Seeds of one arm are averaged only over the same texts; a name without `_s<seed>` is no arm's.
